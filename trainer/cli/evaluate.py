@@ -1,0 +1,5 @@
+"""`kprep` commands for the evaluate area (registered on the shared app)."""
+
+from __future__ import annotations
+
+from kinetics_prep.cli import app  # noqa: F401
