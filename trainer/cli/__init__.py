@@ -7,7 +7,6 @@ never imports the trainer. Training commands import torch inside their bodies.
 from __future__ import annotations
 
 from kinetics_prep.cli import app
-
 from trainer.cli import demo as _demo  # noqa: E402,F401
 from trainer.cli import evaluate as _evaluate  # noqa: E402,F401
 from trainer.cli import train as _train  # noqa: E402,F401
