@@ -313,3 +313,67 @@ def build_tiny_gemma4(
     )
     logger.info("built tiny Gemma 4 in %s", output_dir)
     return output_dir
+
+
+TINY_PROMPT = (
+    "Please analyze the sequence of frames from this video. "
+    "What specific action or event is happening?"
+)
+
+
+def write_synthetic_manifest(
+    folder: str | Path,
+    *,
+    num_samples: int = 8,
+    num_frames: int = 4,
+    size: int = 64,
+    labels: tuple[str, ...] = ("moving left", "moving right"),
+    seed: int = 0,
+    name: str = "manifest.json",
+) -> Path:
+    """Write a seed-format manifest of synthetic frame sequences (a square moving
+    left or right) with its JPEG frames under ``folder``; return the JSON path.
+
+    For tests and benchmarks of the training path without kinetics_prep's
+    extraction (the real pipeline writes the same format).
+    """
+    import random
+
+    from PIL import Image, ImageDraw
+
+    folder = Path(folder)
+    rng = random.Random(seed)
+    entries = []
+    for i in range(num_samples):
+        label = labels[i % len(labels)]
+        clip = f"clip{i:04d}"
+        (folder / "frames" / clip).mkdir(parents=True, exist_ok=True)
+        side = max(4, size // 6)
+        y = rng.randrange(0, size - side)
+        step = (size - side) // max(1, num_frames - 1)
+        content: list[dict[str, Any]] = []
+        for f in range(num_frames):
+            x = f * step if label.endswith("right") else (num_frames - 1 - f) * step
+            img = Image.new("RGB", (size, size), (20, 20, 20))
+            ImageDraw.Draw(img).rectangle([x, y, x + side, y + side], fill=(240, 200, 40))
+            rel = f"frames/{clip}/frame_{f + 1}.jpg"
+            img.save(folder / rel, quality=90)
+            content.append({"type": "image", "image": rel})
+        content.append({"type": "text", "text": TINY_PROMPT})
+        entries.append(
+            {
+                "id": clip,
+                "messages": [
+                    {"role": "user", "content": content},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": f"The video shows {label}."}],
+                    },
+                ],
+                "label": label,
+                "split": "train",
+            }
+        )
+    path = folder / name
+    path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    return path

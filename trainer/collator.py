@@ -1,0 +1,189 @@
+"""Batch conversations for Gemma 4: chat template, processor, label masking.
+
+For each sample the prompt (every turn but the last, plus the generation
+prompt) goes through the processor with its images or video; the answer text
+that the chat template puts after the prompt is tokenized on its own and
+appended. So the boundary is exact, with no searching for marker tokens:
+
+    <bos><|turn>user\\n<|image>...<image|>Please analyze ...<turn|>\\n<|turn>model\\n | The video shows abseiling.<turn|> | \\n
+    \\___________________________ labels -100 ______________________________/   \\____ trained on ____/   -100
+
+Labels are the answer tokens up to and including the end-of-turn marker
+(``<turn|>``); prompt, image/video soft tokens and padding are -100. Each
+sample is checked: the full template must start with the prompt template, and
+the decoded trained tokens must equal the assistant's text plus the marker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+_BATCH_KEYS = (
+    "pixel_values",
+    "image_position_ids",
+    "pixel_values_videos",
+    "video_position_ids",
+    "num_frames_per_video",
+)
+
+
+class MaskingError(ValueError):
+    """The chat template does not put the answer where the collator expects it."""
+
+
+def _answer_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(c.get("text") or "" for c in content if c.get("type") == "text")
+
+
+class VisionChatCollator:
+    """``collator(items) -> batch`` for ``Gemma4ForConditionalGeneration``.
+
+    ``items`` come from ``trainer.data.ConversationDataset``. ``max_soft_tokens``
+    overrides the processor's vision token budget per image / video frame.
+    """
+
+    def __init__(self, processor, *, max_soft_tokens: int | None = None, check: bool = True):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_soft_tokens = max_soft_tokens
+        self.check = check
+        eot = getattr(self.tokenizer, "eot_token", None)
+        self.end_of_turn = eot if eot else self.tokenizer.eos_token
+        self.end_of_turn_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+        self.pad_id = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
+
+    # --- one sample -------------------------------------------------------------------
+    def encode(self, item: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        messages = item["messages"]
+        prompt = self.processor.apply_chat_template(
+            messages[:-1], tokenize=False, add_generation_prompt=True
+        )
+        full = self.processor.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise MaskingError(
+                "the chat template renders the conversation differently from its prompt plus "
+                "generation prompt, so the answer cannot be located: use Gemma 4's template"
+            )
+        answer_part = full[len(prompt) :]
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        if item.get("images"):
+            kwargs["images"] = [item["images"]]
+            if self.max_soft_tokens:
+                kwargs["images_kwargs"] = {"max_soft_tokens": self.max_soft_tokens}
+        if item.get("video") is not None:
+            kwargs["videos"] = [item["video"]]
+            videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
+            if item.get("video_metadata") is not None:
+                videos_kwargs["video_metadata"] = [item["video_metadata"]]
+            if self.max_soft_tokens:
+                videos_kwargs["max_soft_tokens"] = self.max_soft_tokens
+            kwargs["videos_kwargs"] = videos_kwargs
+        enc = self.processor(**kwargs)
+
+        answer_ids = self.tokenizer(answer_part, add_special_tokens=False)["input_ids"]
+        n_train = len(answer_ids)
+        if self.end_of_turn_id in answer_ids:
+            n_train = answer_ids.index(self.end_of_turn_id) + 1
+        prompt_ids = enc["input_ids"][0]
+        answer = torch.tensor(answer_ids, dtype=prompt_ids.dtype)
+        input_ids = torch.cat([prompt_ids, answer])
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        start = len(prompt_ids)
+        labels[start : start + n_train] = answer[:n_train]
+        if self.check:
+            self._check(labels, _answer_text(messages[-1]))
+        out: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": labels,
+        }
+        if "mm_token_type_ids" in enc:
+            out["mm_token_type_ids"] = torch.cat(
+                [enc["mm_token_type_ids"][0], torch.zeros(len(answer_ids), dtype=torch.long)]
+            )
+        for key in _BATCH_KEYS:
+            if key in enc:
+                out[key] = enc[key]
+        return out
+
+    def _check(self, labels, answer: str) -> None:
+        trained = [int(t) for t in labels if int(t) != IGNORE_INDEX]
+        decoded = self.tokenizer.decode(trained, skip_special_tokens=False)
+        expected_end = self.end_of_turn if self.end_of_turn_id in trained else ""
+        if (
+            decoded.strip() != (answer.strip() + expected_end)
+            and decoded.strip() != (answer.strip() + " " + expected_end).strip()
+        ):
+            raise MaskingError(
+                f"label masking check failed: trained tokens decode to {decoded!r}, "
+                f"expected the answer {answer!r} plus {expected_end!r}"
+            )
+
+    # --- a batch ----------------------------------------------------------------------
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        encoded = [self.encode(item) for item in items]
+        length = max(len(e["input_ids"]) for e in encoded)
+
+        def pad(key: str, value: int):
+            rows = []
+            for e in encoded:
+                row = e[key]
+                rows.append(torch.cat([row, row.new_full((length - len(row),), value)]))
+            return torch.stack(rows)
+
+        batch: dict[str, Any] = {
+            "input_ids": pad("input_ids", self.pad_id),
+            "attention_mask": pad("attention_mask", 0),
+            "labels": pad("labels", IGNORE_INDEX),
+        }
+        if all("mm_token_type_ids" in e for e in encoded):
+            batch["mm_token_type_ids"] = pad("mm_token_type_ids", 0)
+        for key in _BATCH_KEYS:
+            parts = [e[key] for e in encoded if key in e]
+            if parts:
+                batch[key] = torch.cat(parts, dim=0)
+        return batch
+
+
+def token_loss_sum(logits, labels):
+    """Sum of next-token cross-entropy over labelled positions, and their count (fp32)."""
+    import torch
+
+    shift_labels = labels[..., 1:]
+    mask = shift_labels != IGNORE_INDEX
+    picked = logits[..., :-1, :][mask].float()
+    loss = torch.nn.functional.cross_entropy(picked, shift_labels[mask], reduction="sum")
+    return loss, mask.sum()
+
+
+def mean_token_loss(outputs, labels, num_items_in_batch=None):
+    """Per-token mean loss over the whole accumulated batch (the Trainer's ``compute_loss_func``).
+
+    With gradient accumulation the Trainer passes ``num_items_in_batch``, the
+    number of trained tokens in all micro-batches of the optimizer step (over
+    all processes), and sums the returned micro-batch losses. Dividing each
+    micro-batch's token-loss *sum* by that total makes the logged loss the
+    true per-token mean, the same for GA=1 and GA=8. (Averaging per micro-batch
+    and then summing over 8 micro-steps reports 8x the loss.)
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    total, count = token_loss_sum(logits, labels)
+    denom = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
+    if hasattr(denom, "to"):
+        denom = denom.to(total.device)
+    return total / denom

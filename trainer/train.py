@@ -1,0 +1,325 @@
+"""The training run: HF Trainer (optionally DeepSpeed ZeRO-2) over the kprep dataset.
+
+``train(config) -> summary`` is the one entry point (the CLI and the demo call
+it). Outputs in ``config.output_dir``:
+
+- ``adapter_model.safetensors`` + ``adapter_config.json`` (LoRA; loads with
+  ``PeftModel.from_pretrained(base, output_dir)``), or the full model with
+  ``--no-use-lora``;
+- the processor files (chat template, tokenizer, image/video processors);
+- ``training_summary.json``: versions, recipe, runtime, samples/s, steps,
+  final loss, data hash, LoRA module count;
+- ``checkpoint-N/`` every ``save_steps`` (optimizer, scheduler, RNG, step),
+  which ``--resume`` continues from.
+
+The logged loss is the mean per-token loss over each optimizer step's whole
+accumulated batch (see ``trainer.collator.mean_token_loss``), identical in
+scale for any gradient-accumulation setting.
+
+Multi-GPU / multi-node: ``launcher_command`` builds the ``deepspeed`` launcher
+line that runs this module once per GPU (``python trainer/train.py --config
+resolved.json``); only rank 0 logs and writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.config import ConfigError, TrainConfig, packaged_config
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "training_summary.json"
+RESOLVED_CONFIG_NAME = "train_config.json"
+LOSS_DEFINITION = (
+    "mean next-token cross-entropy per trained token over each optimizer step's "
+    "accumulated batch (all micro-batches, all processes)"
+)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+
+
+def resolve_deepspeed(value: str | None, *, max_grad_norm: float) -> dict[str, Any] | None:
+    """The DeepSpeed config dict for ``--deepspeed`` (None: no DeepSpeed).
+
+    ``"zero2"`` / ``""`` / ``"default"`` mean the packaged ZeRO-2 config. Its
+    ``gradient_clipping`` is set from ``--max-grad-norm`` so the two never disagree.
+    """
+    if value is None:
+        return None
+    path = packaged_config("zero2.json") if value in ("", "zero2", "default") else Path(value)
+    if not path.is_file():
+        raise ConfigError(
+            f"--deepspeed {value!r}: no such config file; pass a JSON file or 'zero2' for the packaged one"
+        )
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"--deepspeed {path} is not valid JSON: {exc}") from exc
+    ds["gradient_clipping"] = max_grad_norm
+    return ds
+
+
+def launcher_command(
+    config_path: str | Path,
+    *,
+    num_gpus: int | None = None,
+    hostfile: str | None = None,
+    master_port: int | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The deepspeed launcher command that runs ``train`` on every GPU (pure function).
+
+    >>> launcher_command("out/train_config.json", num_gpus=2)[:3]
+    ['deepspeed', '--num_gpus', '2']
+    """
+    if num_gpus is None and hostfile is None:
+        raise ValueError("launcher_command needs num_gpus or hostfile")
+    cmd = ["deepspeed"]
+    if hostfile is not None:
+        cmd += ["--hostfile", str(hostfile)]
+    if num_gpus is not None:
+        cmd += ["--num_gpus", str(num_gpus)]
+    if master_port is not None:
+        cmd += ["--master_port", str(master_port)]
+    cmd += [str(Path(__file__).resolve()), "--config", str(config_path)]
+    return cmd
+
+
+def write_resolved_config(config: TrainConfig) -> Path:
+    """Write the full config (with launcher fields cleared) for the launched workers."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = config.to_dict()
+    data.update(num_gpus=None, hostfile=None, local_rank=-1)
+    if data.get("deepspeed") is None:
+        data["deepspeed"] = "zero2"  # multi-GPU always goes through DeepSpeed
+    path = out / RESOLVED_CONFIG_NAME
+    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in (
+        "kprep",
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "deepspeed",
+        "bitsandbytes",
+    ):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _ensure_single_process_dist_env() -> None:
+    """DeepSpeed needs a process group even for one process (gloo on CPU)."""
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+
+
+def _setup_logging() -> None:
+    import transformers
+
+    if _rank() != 0:
+        logging.getLogger("trainer").setLevel(logging.WARNING)
+        transformers.logging.set_verbosity_error()
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Fine-tune per ``config``; return the summary dict (also written to training_summary.json)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from trainer.collator import VisionChatCollator, mean_token_loss
+    from trainer.data import ConversationDataset, data_fingerprint, load_samples
+    from trainer.model import load_model, load_processor, parameter_groups
+
+    if config.data_path is None:
+        raise ConfigError("--data-path is required: the manifest JSON or Arrow folder to train on")
+    _setup_logging()
+    started = time.time()
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16
+    if bf16 and not cuda:
+        logger.info("note: no CUDA device, training in float32 on the CPU (bf16 switched off)")
+        bf16 = False
+    deepspeed = resolve_deepspeed(config.deepspeed, max_grad_norm=config.max_grad_norm)
+    if deepspeed is not None:
+        _ensure_single_process_dist_env()
+
+    samples = load_samples(
+        config.data_path,
+        image_folder=config.image_folder,
+        split=config.split,
+        max_samples=config.max_samples,
+    )
+    dataset = ConversationDataset(
+        samples,
+        num_frames=config.num_frames,
+        sampling=config.frame_sampling,
+        decoder=config.decoder,
+    )
+    processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
+    collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
+    # Weights stay fp32 for mixed-precision training (autocast computes in bf16).
+    model, info = load_model(config, device_dtype="float32")
+
+    output_dir = Path(config.output_dir)
+    resume_from = None
+    if config.resume:
+        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if resume_from is None:
+            logger.warning("--resume: no checkpoint-* in %s, starting from step 0", output_dir)
+        else:
+            logger.info("resuming from %s", resume_from)
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=config.report_to,
+        seed=config.seed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_pin_memory=cuda,
+        remove_unused_columns=False,
+        deepspeed=deepspeed,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+    )
+
+    class KprepTrainer(Trainer):
+        """Own parameter groups for the vision tower / projector learning rates."""
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                opt_model = self.model if model is None else model
+                groups = parameter_groups(opt_model, config)
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+                    self.args, opt_model
+                )
+                optimizer_kwargs.pop("lr", None)
+                self.optimizer = optimizer_cls(groups, lr=config.learning_rate, **optimizer_kwargs)
+            return self.optimizer
+
+    trainer = KprepTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        compute_loss_func=mean_token_loss,
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+
+    trainer.save_model(str(output_dir))
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir))
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        metrics = dict(result.metrics)
+        summary = {
+            "kprep_summary_version": 1,
+            "model_id": config.model_id,
+            "output_dir": str(output_dir),
+            "adapter": config.use_lora,
+            "versions": _versions(),
+            "recipe": config.to_dict(),
+            "effective": {
+                "bf16": bf16,
+                "device": "cuda" if cuda else "cpu",
+                "world_size": int(args.world_size),
+                "deepspeed_zero_stage": (deepspeed or {}).get("zero_optimization", {}).get("stage"),
+                "optimizer": type(trainer.optimizer).__name__,
+            },
+            "data": {
+                "path": str(config.data_path),
+                "sha256": data_fingerprint(config.data_path),
+                "samples": len(samples),
+                "split": config.split,
+            },
+            "lora_modules": info.lora_modules,
+            "trainable_params": info.trainable_params,
+            "trainable_by_part": info.trainable_by_part,
+            "total_params": info.total_params,
+            "global_step": int(trainer.state.global_step),
+            "epochs": float(trainer.state.epoch or 0.0),
+            "resumed_from": resume_from,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": metrics.get("train_loss"),
+            "loss_definition": LOSS_DEFINITION,
+            "log_history": trainer.state.log_history,
+            "train_runtime_s": metrics.get("train_runtime"),
+            "train_samples_per_second": metrics.get("train_samples_per_second"),
+            "train_steps_per_second": metrics.get("train_steps_per_second"),
+            "wall_seconds": round(time.time() - started, 3),
+        }
+        _atomic_write(output_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
+        logger.info(
+            "done: %d steps, final loss %s, %.3f samples/s -> %s",
+            summary["global_step"],
+            summary["final_loss"],
+            summary["train_samples_per_second"] or 0.0,
+            output_dir,
+        )
+    return summary
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Worker entry for the deepspeed launcher: ``train.py --config resolved.json [--local_rank N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="kprep train worker (started by the deepspeed launcher)"
+    )
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1)
+    ns = parser.parse_args(argv)
+    if ns.local_rank >= 0:
+        os.environ.setdefault("LOCAL_RANK", str(ns.local_rank))
+    logging.basicConfig(level=logging.INFO if _rank() == 0 else logging.WARNING)
+    train(TrainConfig.from_sources(config_file=ns.config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
