@@ -116,6 +116,11 @@ class TrainConfig:
     )
     decoder: str = _f("auto", f"Video decoder for raw video: {', '.join(DECODERS)}.")
     dataloader_num_workers: int = _f(0, "DataLoader worker processes (decode in parallel).")
+    torch_threads: int | None = _f(
+        None,
+        "CPU threads for torch ops (default: torch's own). On a small shared CPU, 1 can be "
+        "many times faster than 2.",
+    )
     # --- checkpoints and logging -------------------------------------------------------
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
     save_total_limit: int = _f(2, "Keep at most N checkpoints.")
@@ -185,6 +190,7 @@ class TrainConfig:
         )
         need(self.decoder in DECODERS, "decoder", f"must be one of {DECODERS}")
         need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads", "must be >= 1")
         need(self.save_steps >= 1, "save_steps", "must be >= 1")
         need(self.save_total_limit >= 1, "save_total_limit", "must be >= 1")
         need(self.logging_steps >= 1, "logging_steps", "must be >= 1")

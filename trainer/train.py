@@ -17,7 +17,7 @@ accumulated batch (see ``trainer.collator.mean_token_loss``), identical in
 scale for any gradient-accumulation setting.
 
 Multi-GPU / multi-node: ``launcher_command`` builds the ``deepspeed`` launcher
-line that runs this module once per GPU (``python trainer/train.py --config
+line that runs this module once per GPU (``python -m trainer.train --config
 resolved.json``); only rank 0 logs and writes the summary.
 """
 
@@ -90,7 +90,9 @@ def launcher_command(
         cmd += ["--num_gpus", str(num_gpus)]
     if master_port is not None:
         cmd += ["--master_port", str(master_port)]
-    cmd += [str(Path(__file__).resolve()), "--config", str(config_path)]
+    # --module: each worker runs `python -m trainer.train`, so the package's own
+    # folder never lands on sys.path (its config.py / data.py would shadow others).
+    cmd += ["--module", "trainer.train", "--config", str(config_path)]
     return cmd
 
 
@@ -164,6 +166,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError("--data-path is required: the manifest JSON or Arrow folder to train on")
     _setup_logging()
     started = time.time()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     cuda = torch.cuda.is_available()
     bf16 = config.bf16
     if bf16 and not cuda:
@@ -305,7 +309,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Worker entry for the deepspeed launcher: ``train.py --config resolved.json [--local_rank N]``."""
+    """Worker entry for the deepspeed launcher: ``-m trainer.train --config resolved.json``."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -1,5 +1,113 @@
-"""`kprep` commands for the train area (registered on the shared app)."""
+"""`kprep train`: flags built from TrainConfig's fields, then one call to trainer.train.train.
+
+Every field is a flag in kebab-case (``--model-id``) and in the published
+launcher's snake_case (``--model_id``); booleans are ``--bf16/--no-bf16``
+(and ``--use_lora/--no_use_lora``). Defaults < ``--config FILE`` < flags.
+"""
 
 from __future__ import annotations
 
-from kinetics_prep.cli import app  # noqa: F401
+import inspect
+import os
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kinetics_prep.cli import app
+from kinetics_prep.cli._common import console, fail
+from trainer.config import ConfigError, TrainConfig
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _base_type(annotation: str) -> type:
+    return _TYPES[annotation.split("|")[0].strip()]
+
+
+def _option(f) -> typer.models.OptionInfo:
+    kebab, snake = "--" + f.name.replace("_", "-"), "--" + f.name
+    kind = _base_type(str(f.type))
+    default = TrainConfig.defaults()[f.name]
+    help_text = f.metadata["help"] + (f" [default: {default}]" if default is not None else "")
+    if kind is bool:
+        decls = [f"{kebab}/--no-{f.name.replace('_', '-')}", f"{snake}/--no_{f.name}"]
+        return typer.Option(None, *decls, help=help_text, show_default=False)
+    decls = [kebab] + ([snake] if snake != kebab else [])
+    return typer.Option(
+        None, *decls, help=help_text, show_default=False, hidden=f.metadata.get("hidden", False)
+    )
+
+
+def _train_command(config: Path | None = None, **flags: Any) -> None:
+    try:
+        cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
+    except ConfigError as exc:
+        fail(str(exc))
+    if (cfg.num_gpus or cfg.hostfile) and "LOCAL_RANK" not in os.environ:
+        from trainer.train import launcher_command, write_resolved_config
+
+        cmd = launcher_command(
+            write_resolved_config(cfg), num_gpus=cfg.num_gpus, hostfile=cfg.hostfile
+        )
+        console.print(f"launching: {' '.join(cmd)}", highlight=False)
+        try:
+            raise typer.Exit(subprocess.call(cmd))
+        except FileNotFoundError:
+            fail("the `deepspeed` launcher is not on PATH: pip install -e '.[train]'")
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        from trainer.train import train
+    except ImportError as exc:
+        fail(f"training needs the training stack ({exc.name} missing): pip install -e '.[train]'")
+    try:
+        summary = train(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if summary:
+        console.print(
+            f"trained {summary['global_step']} steps, final loss {summary['final_loss']:.4f}, "
+            f"{summary['train_samples_per_second']} samples/s -> {summary['output_dir']}",
+            highlight=False,
+        )
+
+
+def _build_signature() -> inspect.Signature:
+    params = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                None,
+                "--config",
+                help="YAML or JSON file of settings (defaults < file < flags).",
+                exists=True,
+                dir_okay=False,
+            ),
+            annotation=Path | None,
+        )
+    ]
+    for f in fields(TrainConfig):
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=_option(f),
+                annotation=_base_type(str(f.type)) | None,
+            )
+        )
+    return inspect.Signature(params)
+
+
+def train_command(**kwargs: Any) -> None:
+    """Fine-tune Gemma 4 (LoRA on the text layers) on a kprep manifest or Arrow dataset."""
+    _train_command(**kwargs)
+
+
+train_command.__signature__ = _build_signature()  # type: ignore[attr-defined]
+app.command("train", help=train_command.__doc__)(train_command)
