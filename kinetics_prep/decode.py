@@ -1,0 +1,391 @@
+"""Read the sampled frames of one clip, with decord, PyAV or OpenCV behind one interface.
+
+Every backend is a function ``(path, pick, threads) -> DecodedFrames``: it
+counts the frames the stream really has, calls ``pick(count)`` (the sampling
+maths of :mod:`kinetics_prep.sampling`) for the 0-based presentation-order
+indices, and returns exactly those frames as RGB uint8 arrays with the
+container's rotation applied. What each backend trusts for the count:
+
+- ``decord``: its frame index, built from the demuxed packets (not the
+  header); asking for a frame that does not decode raises, so ``auto`` moves on.
+- ``pyav``: demuxes every packet once (milliseconds), picks targets from the
+  packet count, then decodes the whole stream in one pass, converting only the
+  targets (matched by exact pts, never by seeking to a time). A decode error
+  anywhere (truncated or corrupt file) is a ``damaged`` failure; if the codec
+  yields fewer frames than packets, the targets are re-picked from the frames
+  that did decode and ``note`` says so.
+- ``opencv``: grabs (decodes without converting) every frame; the count is
+  what was grabbed. The header count is only a first guess for the targets.
+
+``auto`` tries decord, PyAV, OpenCV in that order, and stops at PyAV's
+``damaged`` verdict (OpenCV cannot tell damage from the end of the file). A fallback result is checked
+before it is accepted (right number of frames, one shape, indices in range,
+timestamps in order; OpenCV's count must agree with PyAV's packet count),
+because some decoders return wrong frames silently on damaged input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kinetics_prep.sampling import METHODS, sample_indices
+
+log = logging.getLogger(__name__)
+
+DECODERS = ("decord", "pyav", "opencv")
+DECODER_CHOICES = ("auto", *DECODERS)
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """The sampled frames of one clip and where they came from."""
+
+    frames: list[np.ndarray]  # RGB uint8 (H, W, 3), rotation applied
+    indices: list[int]  # 0-based presentation-order indices of ``frames``
+    timestamps: list[float]  # presentation times of ``frames`` in seconds
+    num_frames: int  # frames that decode (what the indices were picked from)
+    fps: float
+    width: int  # of the frames as returned (after rotation)
+    height: int
+    decoder: str  # "decord", "pyav" or "opencv"
+    note: str | None = None  # e.g. "decoding stopped at frame 119 of 122 packets"
+
+
+class DecodeError(Exception):
+    """The clip cannot give the requested frames; ``reason`` is a short category for summaries."""
+
+    def __init__(self, message: str, *, reason: str = "decode_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+Pick = Callable[[int], list[int]]
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """Decoder errors can span many lines of C++ log; keep the first meaningful one."""
+    text = " ".join(str(error).split())
+    if not text:
+        text = type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    *,
+    num_frames: int = 4,
+    sampling: str = "center",
+    seed: int | None = None,
+    decoder: str = "auto",
+    threads: int = 0,
+) -> DecodedFrames:
+    """Decode the ``num_frames`` frames that ``sampling`` picks from the clip at ``path``.
+
+    ``threads`` is the decoder's thread count (0: the library decides); the
+    extract workers pass 1 because they already run one process per core.
+    Raises :class:`DecodeError` with a one-line message when the clip is unusable.
+    """
+    if decoder not in DECODER_CHOICES:
+        raise ValueError(f"decoder ({decoder!r}) must be one of {', '.join(DECODER_CHOICES)}")
+    if sampling not in METHODS:
+        raise ValueError(f"sampling ({sampling!r}) must be one of {', '.join(METHODS)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames ({num_frames}) must be >= 1")
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError(f"{path}: no such file", reason="missing_file")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"{path}: file is empty (0 bytes); re-download it", reason="empty_file")
+
+    def pick(count: int) -> list[int]:
+        return sample_indices(count, num_frames, method=sampling, seed=seed)
+
+    if decoder != "auto":
+        result = _BACKENDS[decoder](str(path), pick, threads)
+        _check(result, pick)
+        return result
+
+    errors: list[tuple[str, DecodeError]] = []
+    for name in DECODERS:
+        try:
+            result = _BACKENDS[name](str(path), pick, threads)
+            _check(result, pick)
+            if errors:
+                _verify_fallback(str(path), result)
+                log.info("%s: %s failed (%s); used %s", path, errors[0][0], errors[0][1], name)
+            return result
+        except DecodeError as error:
+            errors.append((name, error))
+            if error.reason == "damaged":
+                break  # a verdict on the file, not a decoder limitation: don't look further
+    # PyAV's diagnosis is the most specific (it tells "no video stream" from "not a video").
+    best_name, best = next(((n, e) for n, e in errors if n == "pyav"), errors[0])
+    for name, error in errors:
+        log.debug("%s: %s: %s", path, name, error)
+    tried = ", ".join(name for name, _ in errors)
+    raise DecodeError(f"{best} (tried {tried})", reason=best.reason)
+
+
+def _check(result: DecodedFrames, pick: Pick) -> None:
+    """Refuse a result that is not what was asked for (wrong count, shapes, indices)."""
+    expected = pick(result.num_frames)
+    problems = []
+    if result.indices != expected:
+        problems.append(f"indices {result.indices} != requested {expected}")
+    if len(result.frames) != len(expected) or len(result.timestamps) != len(expected):
+        problems.append(f"{len(result.frames)} frames for {len(expected)} requested")
+    shapes = {frame.shape for frame in result.frames}
+    if len(shapes) > 1 or any(f.dtype != np.uint8 or f.ndim != 3 for f in result.frames):
+        problems.append(f"inconsistent frames {sorted(shapes)}")
+    if any(b < a - 1e-6 for a, b in zip(result.timestamps, result.timestamps[1:], strict=False)):
+        problems.append(f"timestamps out of order {result.timestamps}")
+    if problems:
+        raise DecodeError(f"{result.decoder} returned a wrong result: {'; '.join(problems)}")
+
+
+def _verify_fallback(path: str, result: DecodedFrames) -> None:
+    """OpenCV can return wrong frames silently; accept it only if PyAV's demux agrees."""
+    if result.decoder != "opencv":
+        return  # PyAV matches frames by exact pts; decord is the first choice, not a fallback.
+    packets = _count_packets(path)
+    if packets is None or result.num_frames > packets:
+        raise DecodeError(
+            f"opencv decoded {result.num_frames} frames but the container has "
+            f"{packets if packets is not None else 'no readable'} video packets; "
+            "refusing an unverifiable result",
+            reason="unverified",
+        )
+
+
+def _count_packets(path: str) -> int | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            return sum(1 for p in container.demux(stream) if p.pts is not None and p.size)
+    except Exception:  # noqa: BLE001 - any failure means "cannot verify"
+        return None
+
+
+# --- decord ------------------------------------------------------------------
+
+
+def _read_decord(path: str, pick: Pick, threads: int) -> DecodedFrames:
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+    except Exception as error:  # noqa: BLE001 - decord raises RuntimeError or DECORDError
+        reason = "no_video_stream" if "video stream" in str(error) else "unreadable"
+        raise DecodeError(f"decord cannot open it: {_one_line(error)}", reason=reason) from None
+    try:
+        count = len(reader)
+        if count < 1:
+            raise DecodeError("decord found no frames", reason="no_frames")
+        indices = pick(count)
+        batch = reader.get_batch(indices).asnumpy()
+        times = reader.get_frame_timestamp(indices)[:, 0]
+        fps = float(reader.get_avg_fps())
+    except DecodeError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise DecodeError(f"decord failed: {_one_line(error)}") from None
+    finally:
+        del reader
+    frames = [np.ascontiguousarray(frame) for frame in batch]
+    height, width = frames[0].shape[:2]
+    return DecodedFrames(
+        frames=frames,
+        indices=list(indices),
+        timestamps=[round(float(t), 6) for t in times],
+        num_frames=count,
+        fps=fps,
+        width=width,
+        height=height,
+        decoder="decord",
+    )
+
+
+# --- PyAV --------------------------------------------------------------------
+
+
+def _rotate(array: np.ndarray, rotation: float) -> np.ndarray:
+    """Apply the display-matrix rotation (degrees counter-clockwise) as ffmpeg would."""
+    turns = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
+
+
+def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as error:  # noqa: BLE001 - InvalidDataError, FileNotFoundError, ...
+        raise DecodeError(f"pyav cannot open it: {_one_line(error)}", reason="unreadable") from None
+    try:
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no"
+            raise DecodeError(f"no video stream ({kinds} streams only)", reason="no_video_stream")
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        if threads == 1:
+            context.thread_count = 1
+        else:
+            context.thread_type = "AUTO"
+            context.thread_count = threads
+        try:
+            packets = [p for p in container.demux(stream) if p.pts is not None and p.size]
+        except Exception as error:  # noqa: BLE001
+            raise DecodeError(f"pyav cannot demux it: {_one_line(error)}") from None
+        if not packets:
+            raise DecodeError("the video stream has no packets", reason="no_frames")
+        # Presentation order = sorted pts; the targets are picked from the packet count.
+        order = sorted(p.pts for p in packets)
+        wanted = {order[i] for i in pick(len(order))}
+        decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
+        if stopped is not None:
+            raise DecodeError(
+                f"decoding stopped at frame {len(decoded_pts)} of {len(order)} packets: {stopped}"
+                " (truncated or corrupt file; re-download it)",
+                reason="damaged",
+            )
+        note = None
+        if len(decoded_pts) != len(order):
+            # Count from what decodes: re-pick from the frames the codec produced.
+            if not decoded_pts:
+                raise DecodeError("no frame decodes", reason="no_frames")
+            note = f"{len(order)} packets gave {len(decoded_pts)} frames; sampled those"
+            order = sorted(decoded_pts)
+            wanted = {order[i] for i in pick(len(order))}
+            if not wanted <= arrays.keys():
+                context.flush_buffers()
+                _, arrays, _ = _decode_pass(context, packets, wanted)
+        indices = pick(len(order))
+        frames = [arrays[order[i]] for i in indices]
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        if not fps and len(order) > 1 and time_base:
+            fps = (len(order) - 1) / ((order[-1] - order[0]) * time_base)
+    finally:
+        container.close()
+    height, width = frames[0].shape[:2]
+    return DecodedFrames(
+        frames=frames,
+        indices=indices,
+        timestamps=[round(order[i] * time_base, 6) for i in indices],
+        num_frames=len(order),
+        fps=fps,
+        width=width,
+        height=height,
+        decoder="pyav",
+        note=note,
+    )
+
+
+def _decode_pass(
+    context, packets: list, wanted: set[int]
+) -> tuple[list[int], dict[int, np.ndarray], str | None]:
+    """Decode ``packets`` in order, converting only frames whose pts is ``wanted``.
+
+    Returns every decoded pts, the converted frames by pts, and why decoding
+    stopped early (None when it reached the end). The whole stream is decoded
+    so the count is what decodes, not what the container claims.
+    """
+    decoded: list[int] = []
+    arrays: dict[int, np.ndarray] = {}
+
+    def take(frames) -> None:
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            decoded.append(frame.pts)
+            if frame.pts in wanted and frame.pts not in arrays:
+                arrays[frame.pts] = _rotate(frame.to_ndarray(format="rgb24"), frame.rotation)
+
+    stopped = None
+    try:
+        for packet in packets:
+            take(context.decode(packet))
+    except Exception as error:  # noqa: BLE001 - InvalidDataError on damaged data
+        stopped = _one_line(error)
+    try:
+        take(context.decode(None))  # drain frames still held for reordering
+    except Exception as error:  # noqa: BLE001
+        stopped = stopped or _one_line(error)
+    return decoded, arrays, stopped
+
+
+# --- OpenCV ------------------------------------------------------------------
+
+
+def _read_opencv(path: str, pick: Pick, threads: int) -> DecodedFrames:
+    import cv2
+
+    def grab_pass(targets: set[int]) -> tuple[int, dict[int, tuple[np.ndarray, float]], float]:
+        capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+        if not capture.isOpened():
+            raise DecodeError(
+                "opencv cannot open it (not a video, or no video stream)", reason="unreadable"
+            )
+        try:
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            taken: dict[int, tuple[np.ndarray, float]] = {}
+            count = 0
+            while capture.grab():  # decode without colour conversion
+                if count in targets:
+                    ok, bgr = capture.retrieve()
+                    if not ok:
+                        raise DecodeError(f"opencv grabbed frame {count} but cannot convert it")
+                    msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+                    taken[count] = (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), msec / 1000.0)
+                count += 1
+            return count, taken, fps
+        finally:
+            capture.release()
+
+    probe = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    guess = max(int(probe.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0) if probe.isOpened() else 0
+    probe.release()
+    targets = set(pick(guess)) if guess > 0 else set()
+    count, taken, fps = grab_pass(targets)
+    if count < 1:
+        raise DecodeError("opencv decoded no frames", reason="no_frames")
+    indices = pick(count)
+    note = None
+    if count != guess:
+        note = f"header says {guess} frames, {count} decode; sampled the {count} that decode"
+    if not set(indices) <= taken.keys():
+        count_again, taken, fps = grab_pass(set(indices))
+        if count_again != count:
+            raise DecodeError(f"opencv decoded {count} then {count_again} frames; unstable")
+    frames = [taken[i][0] for i in indices]
+    height, width = frames[0].shape[:2]
+    return DecodedFrames(
+        frames=frames,
+        indices=indices,
+        timestamps=[round(taken[i][1], 6) for i in indices],
+        num_frames=count,
+        fps=fps,
+        width=width,
+        height=height,
+        decoder="opencv",
+        note=note,
+    )
+
+
+_BACKENDS: dict[str, Callable[[str, Pick, int], DecodedFrames]] = {
+    "decord": _read_decord,
+    "pyav": _read_pyav,
+    "opencv": _read_opencv,
+}
+
+__all__ = ["DECODERS", "DECODER_CHOICES", "DecodeError", "DecodedFrames", "read_frames"]
