@@ -1,0 +1,602 @@
+"""``kprep extract``: every clip under a folder -> N sampled JPEG frames + one record.
+
+The parent process finds the clips, decides which still need work (resume),
+and hands them one at a time to worker processes. A worker decodes
+(:mod:`kinetics_prep.decode`), writes the frames atomically
+(:mod:`kinetics_prep.frames`) and sends back a record; only the parent writes
+records (:mod:`kinetics_prep.records`). A worker that dies (a decoder segfault)
+or overruns ``timeout`` is killed and replaced, and its clip gets a ``crashed``
+or ``timeout`` record: one bad clip costs one clip, never the run.
+
+Records go to ``OUT/extract_results.jsonl``; a sharded run (``num_shards > 1``)
+writes ``OUT/extract_results.shard-<i>-of-<k>.jsonl`` so that K machines never
+append to one file (unsafe on NFS). :func:`read_extract_records` merges them
+(newest ``finished_at`` wins), and an unsharded run folds the shard records into
+``extract_results.jsonl`` so the file the manifest reads is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kinetics_prep.decode import DECODER_CHOICES
+from kinetics_prep.sampling import METHODS
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+RESULTS_NAME = "extract_results.jsonl"
+FAILED_STATUSES = ("failed", "timeout", "crashed")
+ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
+# Test-only fault injection, read in the worker: "crash:<clip_id>,hang:<clip_id>".
+FAULT_ENV = "KPREP_EXTRACT_FAULT"
+
+
+class ExtractConfigError(ValueError):
+    """Unusable arguments; the message names each flag and its bad value."""
+
+
+def _default_workers() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@dataclass
+class ExtractConfig:
+    """Everything one ``kprep extract`` run needs; checked on construction."""
+
+    clips: Path  # folder searched recursively for mp4/webm/mkv/avi/mov
+    output_dir: Path  # gets frames/<clip_id>/frame_<i>.jpg and extract_results.jsonl
+    num_frames: int = 4  # frames per clip
+    workers: int = field(default_factory=_default_workers)  # decoding processes
+    sampling: str = "center"  # center | linspace | random
+    seed: int = 0  # for random sampling; each clip gets crc32(f"{seed}:{clip_id}")
+    short_side: int | None = None  # shrink frames to this short side (never enlarge)
+    jpeg_quality: int = 95
+    decoder: str = "auto"  # auto | decord | pyav | opencv
+    shard_index: int = 0
+    num_shards: int = 1
+    retry_failed: bool = False  # also redo clips whose last record is failed/timeout/crashed
+    timeout: float = 120.0  # seconds per clip before its worker is killed
+    annotations: Path | None = None  # Kinetics CSV/JSON whose rows are merged into records
+
+    def __post_init__(self) -> None:
+        self.clips = Path(self.clips)
+        self.output_dir = Path(self.output_dir)
+        if self.annotations is not None:
+            self.annotations = Path(self.annotations)
+        problems = []
+        if not self.clips.is_dir():
+            problems.append(f"--clips ({str(self.clips)!r}) is not a folder; pass the clips folder")
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            problems.append(f"--output-dir ({str(self.output_dir)!r}) exists and is not a folder")
+        if self.num_frames < 1:
+            problems.append(f"--num-frames ({self.num_frames}) must be >= 1")
+        if self.workers < 1:
+            problems.append(f"--workers ({self.workers}) must be >= 1")
+        if self.sampling not in METHODS:
+            problems.append(f"--sampling ({self.sampling!r}) must be one of {', '.join(METHODS)}")
+        if self.short_side is not None and self.short_side < 1:
+            problems.append(f"--short-side ({self.short_side}) must be >= 1 pixel")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"--jpeg-quality ({self.jpeg_quality}) must be in 1..100")
+        if self.decoder not in DECODER_CHOICES:
+            problems.append(
+                f"--decoder ({self.decoder!r}) must be one of {', '.join(DECODER_CHOICES)}"
+            )
+        if self.num_shards < 1:
+            problems.append(f"--num-shards ({self.num_shards}) must be >= 1")
+        elif not 0 <= self.shard_index < self.num_shards:
+            problems.append(
+                f"--shard-index ({self.shard_index}) must be in 0..{self.num_shards - 1} "
+                f"for --num-shards {self.num_shards}"
+            )
+        if not self.timeout > 0:
+            problems.append(f"--timeout ({self.timeout}) must be > 0 seconds")
+        if self.annotations is not None and not self.annotations.is_file():
+            problems.append(f"--annotations ({str(self.annotations)!r}) is not a file")
+        if problems:
+            raise ExtractConfigError("; ".join(problems))
+
+    @property
+    def records_path(self) -> Path:
+        """This run's record file (one per shard when sharded)."""
+        return self.output_dir / results_name(self.shard_index, self.num_shards)
+
+
+def results_name(shard_index: int = 0, num_shards: int = 1) -> str:
+    if num_shards == 1:
+        return RESULTS_NAME
+    return f"extract_results.shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One input video and the id its frames are stored under."""
+
+    clip_id: str
+    path: Path
+    folder_label: str | None  # the parent folder's name when the clip sits in a class folder
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did; the CLI prints it as a table."""
+
+    found: int = 0  # videos under --clips
+    in_shard: int = 0  # of those, this shard's share
+    skipped_ok: int = 0  # already extracted, left untouched
+    skipped_failed: int = 0  # failed before and not retried (no --retry-failed)
+    ok: int = 0
+    failed: Counter[str] = field(default_factory=Counter)  # reason -> count
+    seconds: float = 0.0
+    records_path: Path | None = None
+
+    @property
+    def processed(self) -> int:
+        return self.ok + sum(self.failed.values())
+
+
+# --- discovery ---------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_id(stem: str) -> str:
+    """A path-safe clip id from a file stem (no separators, no leading dot)."""
+    cleaned = _UNSAFE.sub("_", stem).lstrip(".")
+    return cleaned or "clip"
+
+
+def find_clips(root: str | Path) -> list[Clip]:
+    """Every video under ``root`` (recursively, hidden entries skipped), sorted by path.
+
+    ``clip_id`` is the safe file stem. When several files share it (``a.mp4`` and
+    ``a.avi``, or ``x/a.mp4`` and ``y/a.mp4``) each gets ``<stem>_<8 hex of its
+    relative path>`` instead, so no clip overwrites another's frames.
+    """
+    root = Path(root)
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(VIDEO_SUFFIXES):
+                paths.append(Path(dirpath) / name)
+    paths.sort(key=lambda p: p.relative_to(root).as_posix())
+    stems = Counter(safe_id(p.stem) for p in paths)
+    clips = []
+    for path in paths:
+        relative = path.relative_to(root)
+        clip_id = safe_id(path.stem)
+        if stems[clip_id] > 1:
+            digest = hashlib.sha1(relative.as_posix().encode()).hexdigest()[:8]
+            clip_id = f"{clip_id}_{digest}"
+        folder = relative.parent.name if len(relative.parts) > 1 else None
+        clips.append(Clip(clip_id=clip_id, path=path, folder_label=folder))
+    return clips
+
+
+def shard(clips: list[Clip], shard_index: int, num_shards: int) -> list[Clip]:
+    """Round-robin share of the sorted clip list: every shard must see the same folder."""
+    return clips[shard_index::num_shards]
+
+
+# --- records -----------------------------------------------------------------
+
+
+def read_extract_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The latest record per clip across ``extract_results.jsonl`` and any shard files.
+
+    Newest ``finished_at`` wins; within one file, the last line wins.
+    """
+    from kinetics_prep.records import iter_records
+
+    output_dir = Path(output_dir)
+    files = [output_dir / RESULTS_NAME, *sorted(output_dir.glob("extract_results.shard-*.jsonl"))]
+    latest: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for record in iter_records(path):
+            clip_id = record.get("clip_id")
+            if clip_id is None:
+                continue
+            old = latest.get(clip_id)
+            if old is None or record.get("finished_at", 0) >= old.get("finished_at", 0):
+                latest[clip_id] = record
+    return latest
+
+
+def _is_done(record: dict[str, Any] | None, output_dir: Path) -> bool:
+    if record is None or record.get("status") != "ok" or not record.get("frames"):
+        return False
+    return all((output_dir / name).is_file() for name in record["frames"])
+
+
+def _clip_seed(seed: int, clip_id: str) -> int:
+    """Per-clip seed so clips of equal length don't all get the same random offsets."""
+    return zlib.crc32(f"{seed}:{clip_id}".encode())
+
+
+# --- the work of one clip (runs in a worker) ---------------------------------
+
+
+def _settings(config: ExtractConfig) -> dict[str, Any]:
+    return {
+        "output_dir": str(config.output_dir),
+        "num_frames": config.num_frames,
+        "sampling": config.sampling,
+        "seed": config.seed,
+        "short_side": config.short_side,
+        "jpeg_quality": config.jpeg_quality,
+        "decoder": config.decoder,
+    }
+
+
+def _inject_fault(clip_id: str) -> None:
+    """Crash or hang on purpose for named clips (tests prove the parent survives)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, spec.split(",")):
+        kind, _, target = item.partition(":")
+        if target == clip_id and kind == "crash":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if target == clip_id and kind == "hang":
+            time.sleep(3600)
+
+
+def _empty_record(clip_id: str, video_path: str) -> dict[str, Any]:
+    return {
+        "clip_id": clip_id,
+        "video_path": video_path,
+        "status": None,
+        "error": None,
+        "reason": None,
+        "frame_indices": [],
+        "timestamps": [],
+        "num_frames": None,
+        "fps": None,
+        "width": None,
+        "height": None,
+        "decoder": None,
+        "frames": [],
+        "note": None,
+    }
+
+
+def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Decode, sample and write one clip; always returns a record (failures included)."""
+    from kinetics_prep.decode import DecodeError, read_frames
+    from kinetics_prep.frames import write_frames
+    from kinetics_prep.sampling import has_repeats
+
+    started = time.monotonic()
+    record = _empty_record(clip_id, video_path)
+    record["sampling"] = settings["sampling"]
+    seed = None
+    if settings["sampling"] == "random":
+        seed = _clip_seed(settings["seed"], clip_id)
+        record["seed"] = seed
+    _inject_fault(clip_id)
+    try:
+        decoded = read_frames(
+            video_path,
+            num_frames=settings["num_frames"],
+            sampling=settings["sampling"],
+            seed=seed,
+            decoder=settings["decoder"],
+            threads=1,
+        )
+    except DecodeError as error:
+        record.update(status="failed", error=str(error), reason=error.reason)
+        record["seconds"] = round(time.monotonic() - started, 4)
+        return record
+    record.update(
+        frame_indices=decoded.indices,
+        timestamps=decoded.timestamps,
+        num_frames=decoded.num_frames,
+        fps=round(decoded.fps, 6),
+        width=decoded.width,
+        height=decoded.height,
+        decoder=decoded.decoder,
+        note=decoded.note,
+    )
+    if has_repeats(decoded.indices):
+        repeat = (
+            f"only {decoded.num_frames} frames decode for {settings['num_frames']} requested: "
+            "frames repeated"
+        )
+        record["note"] = f"{decoded.note}; {repeat}" if decoded.note else repeat
+    output_dir = Path(settings["output_dir"])
+    try:
+        names = write_frames(
+            decoded.frames,
+            output_dir / "frames" / clip_id,
+            short_side=settings["short_side"],
+            quality=settings["jpeg_quality"],
+        )
+    except OSError as error:
+        record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")
+    else:
+        record.update(status="ok", frames=[f"frames/{clip_id}/{name}" for name in names])
+    record["seconds"] = round(time.monotonic() - started, 4)
+    return record
+
+
+def _quiet_stderr(output_dir: str) -> None:
+    """Send the decoders' C-level chatter (FFmpeg, OpenCV) to a log file, not the terminal.
+
+    Each failure is already a record; the raw messages stay in
+    ``OUT/extract_workers.log`` for whoever wants them.
+    """
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            os.path.join(output_dir, "extract_workers.log"),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            0o644,
+        )
+    except OSError:
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _worker_main(connection, settings: dict[str, Any]) -> None:
+    """Worker loop: receive (clip_id, path), send back its record; exit on None or EOF."""
+    _quiet_stderr(settings["output_dir"])
+    logging.basicConfig(level=logging.WARNING)
+    while True:
+        try:
+            task = connection.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone (killed): stop
+        if task is None:
+            return
+        try:
+            record = process_clip(*task, settings)
+        except Exception as error:  # noqa: BLE001 - a bug for one clip must not end the run
+            record = _empty_record(*task)
+            record.update(status="failed", error=f"{type(error).__name__}: {error}", reason="bug")
+        try:
+            connection.send(record)
+        except (BrokenPipeError, OSError):
+            return
+
+
+# --- the pool of workers (parent side) ---------------------------------------
+
+
+class _Worker:
+    """One worker process, the parent's end of its pipe, and the clip it is on."""
+
+    def __init__(self, context, settings: dict[str, Any]) -> None:
+        parent_end, child_end = context.Pipe(duplex=True)
+        self.process = context.Process(target=_worker_main, args=(child_end, settings), daemon=True)
+        self.process.start()
+        child_end.close()
+        self.connection = parent_end
+        self.clip: Clip | None = None
+        self.started = 0.0
+
+    def assign(self, clip: Clip) -> None:
+        self.clip = clip
+        self.started = time.monotonic()
+        self.connection.send((clip.clip_id, str(clip.path)))
+
+    def stop(self, *, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.connection.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+def _lost_record(clip: Clip, status: str, error: str, seconds: float) -> dict[str, Any]:
+    record = _empty_record(clip.clip_id, str(clip.path))
+    record.update(status=status, error=error, reason=status, seconds=round(seconds, 4))
+    return record
+
+
+def _run_pool(
+    clips: list[Clip],
+    config: ExtractConfig,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """Feed ``clips`` to ``config.workers`` processes; ``emit`` every record as it arrives."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    # spawn: the parent may run threads (the progress bar); forking them is unsafe.
+    context = multiprocessing.get_context("spawn")
+    settings = _settings(config)
+    pending = deque(clips)
+    workers = [_Worker(context, settings) for _ in range(min(config.workers, len(clips)))]
+    try:
+        while pending or any(w.clip is not None for w in workers):
+            for worker in workers:
+                if worker.clip is None and pending:
+                    worker.assign(pending.popleft())
+            busy = [w for w in workers if w.clip is not None]
+            now = time.monotonic()
+            deadline = min(w.started + config.timeout for w in busy)
+            waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
+            ready = set(wait(waitables, timeout=max(deadline - now, 0.0)))
+            now = time.monotonic()
+            for index, worker in enumerate(workers):
+                clip = worker.clip
+                if clip is None:
+                    continue
+                lost: dict[str, Any] | None = None
+                if worker.connection in ready or worker.process.sentinel in ready:
+                    try:
+                        if worker.connection.poll():
+                            emit(worker.connection.recv())
+                            worker.clip = None
+                            continue
+                    except (EOFError, OSError):
+                        pass
+                    worker.process.join(timeout=1)
+                    code = worker.process.exitcode
+                    lost = _lost_record(
+                        clip,
+                        "crashed",
+                        f"the decoding process died ({_describe_exit(code)}); "
+                        "the file likely crashes the decoder: try --decoder pyav or re-download it",
+                        now - worker.started,
+                    )
+                elif now - worker.started >= config.timeout:
+                    lost = _lost_record(
+                        clip,
+                        "timeout",
+                        f"decoding took longer than --timeout {config.timeout:g} s; "
+                        "the process was killed (raise --timeout for long clips)",
+                        now - worker.started,
+                    )
+                if lost is not None:
+                    log.warning("%s: %s", clip.clip_id, lost["error"])
+                    worker.stop(kill=True)
+                    emit(lost)
+                    workers[index] = _Worker(context, settings)
+    finally:
+        for worker in workers:
+            worker.stop(kill=worker.clip is not None)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+# --- the run -----------------------------------------------------------------
+
+
+def _annotation_fields(config: ExtractConfig, clips: list[Clip]) -> dict[str, dict[str, Any]]:
+    """clip_id -> label/youtube_id/times/split from --annotations, else the class folder."""
+    metadata: dict[str, dict[str, Any]] = {}
+    if config.annotations is not None:
+        from kinetics_prep.annotations import load_clip_metadata
+
+        metadata = load_clip_metadata(config.annotations)
+    fields: dict[str, dict[str, Any]] = {}
+    for clip in clips:
+        values: dict[str, Any] = dict.fromkeys(ANNOTATION_KEYS)
+        found = metadata.get(clip.clip_id)
+        if found is not None:
+            values.update({key: found.get(key) for key in ANNOTATION_KEYS})
+        elif clip.folder_label is not None:
+            values["label"] = _folder_label(clip.folder_label)
+        fields[clip.clip_id] = values
+    return fields
+
+
+def _folder_label(folder: str) -> str:
+    """Class folders use the label with ``_`` for spaces (``air_drumming``)."""
+    from kinetics_prep.annotations import normalise_label
+
+    return normalise_label(folder.replace("_", " "))
+
+
+def extract_clips(
+    config: ExtractConfig,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> ExtractSummary:
+    """Extract every unfinished clip of this shard; returns what happened.
+
+    ``on_start(total)`` is called once with the number of clips to process and
+    ``on_record(record)`` after each one (the CLI drives its progress bar with
+    them). Raises :class:`ExtractConfigError` when there is nothing to read.
+    """
+    from kinetics_prep.frames import remove_partials
+    from kinetics_prep.records import RecordWriter, read_latest
+
+    started = time.monotonic()
+    all_clips = find_clips(config.clips)
+    if not all_clips:
+        raise ExtractConfigError(
+            f"--clips ({str(config.clips)!r}) holds no videos "
+            f"({', '.join(s[1:] for s in VIDEO_SUFFIXES)}); check the path"
+        )
+    mine = shard(all_clips, config.shard_index, config.num_shards)
+    summary = ExtractSummary(found=len(all_clips), in_shard=len(mine))
+    summary.records_path = config.records_path
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    fields = _annotation_fields(config, mine)
+
+    previous = read_extract_records(config.output_dir)
+    todo = []
+    for clip in mine:
+        record = previous.get(clip.clip_id)
+        if _is_done(record, config.output_dir):
+            summary.skipped_ok += 1
+        elif record is not None and record.get("status") in FAILED_STATUSES:
+            if config.retry_failed:
+                todo.append(clip)
+            else:
+                summary.skipped_failed += 1
+        else:
+            todo.append(clip)
+    removed = remove_partials(config.output_dir / "frames", [c.clip_id for c in mine])
+    if removed:
+        log.info("removed %d unfinished frame folders left by an earlier run", removed)
+
+    with RecordWriter(config.records_path) as writer:
+        if config.num_shards == 1:
+            _fold_shard_records(previous, read_latest(config.records_path), writer)
+
+        def emit(record: dict[str, Any]) -> None:
+            record.update(fields.get(record["clip_id"], {}))
+            record["finished_at"] = round(time.time(), 6)
+            writer.write(record)
+            if record["status"] == "ok":
+                summary.ok += 1
+            else:
+                summary.failed[record.get("reason") or record["status"]] += 1
+            if on_record is not None:
+                on_record(record)
+
+        if on_start is not None:
+            on_start(len(todo))
+        if todo:
+            _run_pool(todo, config, emit)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _fold_shard_records(
+    merged: dict[str, dict[str, Any]],
+    main: dict[str, dict[str, Any]],
+    writer: Any,
+) -> None:
+    """Copy records that only shard files hold into the main file (after a SLURM array)."""
+    for clip_id, record in merged.items():
+        if main.get(clip_id) != record:
+            writer.write(record)
