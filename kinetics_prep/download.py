@@ -130,6 +130,11 @@ class DownloadConfig:
             self.mirror_urls = Path(self.mirror_urls)
             if not self.mirror_urls.is_file():
                 problems.append(f"--mirror-urls ({str(self.mirror_urls)!r}) is not a file")
+            else:
+                try:
+                    parse_mirror_list(self.mirror_urls.read_text(encoding="utf-8"))
+                except ValueError as exc:
+                    problems.append(f"--mirror-urls: {exc}")
         if self.workers < 1:
             problems.append(f"--workers ({self.workers}) must be >= 1")
         if self.num_shards < 1:
@@ -395,6 +400,7 @@ def download(
     clips.mkdir(parents=True, exist_ok=True)
     write_label_map(out / LABEL_MAP_NAME, ann.labels)
     results = out / RESULTS_NAME
+    _end_torn_line(results)
     latest = read_latest(results)
     present = _present_clips(clips)
 
@@ -457,6 +463,16 @@ def download(
         report["archives"] = archives
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
+
+
+def _end_torn_line(path: Path) -> None:
+    """Terminate a line torn by a killed run, so the next record starts on its own line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
 
 
 def _present_clips(clips: Path) -> dict[str, str]:
@@ -926,6 +942,7 @@ def _run_mirror(
     entries = parse_mirror_list(config.mirror_urls.read_text(encoding="utf-8"))
     out = config.output_dir
     state_path = out / ARCHIVES_NAME
+    _end_torn_line(state_path)
     state = read_latest(state_path, key="url")
     by_clip, by_youtube = _wanted_indexes(todo)
     pending = set(by_clip)

@@ -151,8 +151,6 @@ def download(
             report = run_download(config, on_start=on_start, on_record=on_record)
     except AnnotationError as exc:
         fail(str(exc))
-    except ValueError as exc:  # e.g. a bad line in --mirror-urls
-        fail(str(exc))
     _print_report(report, output_dir)
 
 
