@@ -124,12 +124,17 @@ def read_frames(
             errors.append((name, error))
             if error.reason == "damaged":
                 break  # a verdict on the file, not a decoder limitation: don't look further
-    # PyAV's diagnosis is the most specific (it tells "no video stream" from "not a video").
-    best_name, best = next(((n, e) for n, e in errors if n == "pyav"), errors[0])
-    for name, error in errors:
-        log.debug("%s: %s: %s", path, name, error)
-    tried = ", ".join(name for name, _ in errors)
-    raise DecodeError(f"{best} (tried {tried})", reason=best.reason)
+    # PyAV's diagnosis is the most specific (it tells "no video stream" from "not a video"),
+    # unless it only says "decode_error" and another backend knows better.
+    ranked = sorted(errors, key=lambda item: (item[0] != "pyav", item[1].reason == "decode_error"))
+    if ranked[0][1].reason == "decode_error":
+        ranked.sort(key=lambda item: item[1].reason == "decode_error")
+    best = ranked[0][1]
+    detail = "; ".join(
+        f"{name}: {_one_line(error, 300 if rank == 0 else 120)}"
+        for rank, (name, error) in enumerate(ranked)
+    )
+    raise DecodeError(f"{path.name}: {detail}", reason=best.reason)
 
 
 def _check(result: DecodedFrames, pick: Pick) -> None:
