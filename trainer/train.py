@@ -193,6 +193,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
     # Weights stay fp32 for mixed-precision training (autocast computes in bf16).
     model, info = load_model(config, device_dtype="float32")
+    group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
+    logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
 
     output_dir = Path(config.output_dir)
     resume_from = None
@@ -216,8 +218,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         max_grad_norm=config.max_grad_norm,
         optim=config.optim,
         bf16=bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -274,6 +276,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "world_size": int(args.world_size),
                 "deepspeed_zero_stage": (deepspeed or {}).get("zero_optimization", {}).get("stage"),
                 "optimizer": type(trainer.optimizer).__name__,
+                "optimizer_class": _innermost_optimizer(trainer.optimizer),
+                "param_groups": group_lrs,
             },
             "data": {
                 "path": str(config.data_path),
@@ -306,6 +310,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
             output_dir,
         )
     return summary
+
+
+def _innermost_optimizer(optimizer) -> str:
+    """Class name of the real optimizer under accelerate / DeepSpeed wrappers."""
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return f"{type(optimizer).__module__}.{type(optimizer).__name__}"
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,389 @@
+"""`kprep train` end to end on CPU with the packaged tiny Gemma 4.
+
+One LoRA run (module fixture) is inspected by several tests: LoRA lands on the
+text layers only, adapters change and frozen weights do not, the outputs
+reload with plain PeftModel, resume continues from a checkpoint to the same
+weights. Other runs cover video input, Arrow input, GA invariance of the logged
+loss, full fine-tuning, vision/projector learning rates and DeepSpeed ZeRO-2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("peft")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.tiny import tiny_model_path, write_synthetic_manifest  # noqa: E402
+
+TINY = str(tiny_model_path())
+
+
+def _config(data_path, output_dir, **kw) -> TrainConfig:
+    base = dict(
+        model_id=TINY,
+        data_path=str(data_path),
+        output_dir=str(output_dir),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        save_steps=2,
+        torch_threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _base_state():
+    from transformers import Gemma4ForConditionalGeneration
+
+    return {
+        k: v.clone()
+        for k, v in Gemma4ForConditionalGeneration.from_pretrained(TINY).state_dict().items()
+    }
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    return write_synthetic_manifest(
+        folder, num_samples=8, labels=("moving left", "tai chi", "moving right")
+    )
+
+
+@pytest.fixture(scope="module")
+def lora_run(manifest, tmp_path_factory):
+    from trainer.train import train
+
+    out = tmp_path_factory.mktemp("lora")
+    summary = train(_config(manifest, out))  # the recipe's paged_adamw_8bit (bitsandbytes) on CPU
+    return out, summary
+
+
+def test_lora_lands_only_on_text_layers(lora_run):
+    out, summary = lora_run
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    modules = {k.split(".lora_")[0] for k in adapter if ".lora_" in k}
+    # 2 layers with q/k/v/o + 3 MLP, 2 KV-shared layers without k/v: 2*7 + 2*5.
+    assert summary["lora_modules"] == len(modules) == 24
+    assert all(".language_model.layers." in m for m in modules)
+    assert not any("vision" in k or "audio" in k or "embed_vision" in k for k in adapter)
+    assert summary["trainable_by_part"] == {"text": summary["trainable_params"]}
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 16 and cfg["lora_alpha"] == 32 and cfg["base_model_name_or_path"] == TINY
+
+
+def test_adapters_change_and_base_and_vision_weights_do_not(lora_run):
+    from peft import PeftModel
+    from transformers import Gemma4ForConditionalGeneration
+
+    out, _ = lora_run
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero
+    before = _base_state()
+    model = PeftModel.from_pretrained(
+        Gemma4ForConditionalGeneration.from_pretrained(TINY), str(out)
+    )
+    merged = model.merge_and_unload().state_dict()
+    changed = {k for k in before if not torch.equal(before[k], merged[k])}
+    assert changed and all(
+        ".language_model.layers." in k and k.endswith("proj.weight") for k in changed
+    )
+    assert not any("vision_tower" in k or "embed_vision" in k for k in changed)
+
+
+def test_outputs_reload_with_plain_peft_and_change_the_model(lora_run, manifest):
+    from peft import PeftModel
+    from transformers import AutoProcessor, Gemma4ForConditionalGeneration
+
+    from trainer.collator import VisionChatCollator
+    from trainer.data import ConversationDataset, load_samples
+
+    out, summary = lora_run
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "processor_config.json",
+    ):
+        assert (out / name).is_file(), name
+    processor = AutoProcessor.from_pretrained(str(out))
+    batch = VisionChatCollator(processor)([ConversationDataset(load_samples(manifest))[0]])
+    batch.pop("labels")
+    base = Gemma4ForConditionalGeneration.from_pretrained(TINY).eval()
+    with torch.no_grad():
+        base_logits = base(**batch).logits
+        tuned = PeftModel.from_pretrained(base, str(out)).eval()
+        tuned_logits = tuned(**batch).logits
+    assert not torch.allclose(base_logits, tuned_logits)
+
+    saved = json.loads((out / "training_summary.json").read_text())
+    assert saved["global_step"] == 4 and saved["final_loss"] == summary["final_loss"]
+    assert saved["effective"]["bf16"] is False  # CPU: switched off with a note
+    assert saved["data"]["sha256"] and saved["data"]["samples"] == 8
+    assert saved["train_samples_per_second"] > 0 and saved["train_runtime_s"] > 0
+    assert saved["versions"]["transformers"] and saved["recipe"]["lora_r"] == 16
+    assert saved["effective"]["optimizer_class"].startswith("bitsandbytes.optim")  # 8-bit AdamW
+
+
+def test_resume_continues_from_the_newest_checkpoint_with_optimizer_and_scheduler(
+    lora_run, manifest, tmp_path
+):
+    from trainer.train import train
+
+    out, _ = lora_run
+    interrupted = tmp_path / "run"
+    interrupted.mkdir()
+    # A run killed after step 2: only checkpoint-2 exists.
+    shutil.copytree(out / "checkpoint-2", interrupted / "checkpoint-2")
+    assert (interrupted / "checkpoint-2" / "optimizer.pt").is_file()
+    assert (interrupted / "checkpoint-2" / "scheduler.pt").is_file()
+    summary = train(_config(manifest, interrupted, resume=True))
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["global_step"] == 4
+    # The history of steps 1-2 comes back from the checkpoint; only 3-4 ran again.
+    logged_steps = [e["step"] for e in summary["log_history"] if "loss" in e]
+    assert logged_steps == [1, 2, 3, 4]
+    assert summary["train_steps_per_second"] is not None
+    # Same weights as the uninterrupted run: optimizer moments, LR schedule and RNG were restored.
+    full = load_file(str(out / "adapter_model.safetensors"))
+    resumed = load_file(str(interrupted / "adapter_model.safetensors"))
+    for key in full:
+        assert torch.allclose(full[key], resumed[key], atol=1e-6), key
+    lr_full = [
+        e["learning_rate"]
+        for e in json.loads((out / "training_summary.json").read_text())["log_history"]
+        if "loss" in e
+    ]
+    lr_resumed = [e["learning_rate"] for e in summary["log_history"] if "loss" in e]
+    assert lr_resumed == lr_full  # the scheduler continued, it did not restart
+
+
+def test_logged_loss_is_the_per_token_mean_for_ga1_and_ga8(tmp_path):
+    """GA=1 x batch 8 and GA=8 x batch 1 log the same first-step loss: the true per-token mean."""
+    from trainer.collator import VisionChatCollator, mean_token_loss
+    from trainer.data import ConversationDataset, load_samples
+    from trainer.model import load_processor
+    from trainer.train import train
+
+    # Answers of different token lengths, so a mean of per-sample means would differ.
+    data = write_synthetic_manifest(
+        tmp_path / "d",
+        num_samples=8,
+        labels=("tai chi", "moving left while spinning slowly around"),
+    )
+    common = dict(max_steps=1, optim="adamw_torch", lora_dropout=0.0, learning_rate=1e-4)
+    ga1 = train(
+        _config(
+            data,
+            tmp_path / "ga1",
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            **common,
+        )
+    )
+    ga8 = train(
+        _config(
+            data,
+            tmp_path / "ga8",
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=8,
+            **common,
+        )
+    )
+    loss1 = ga1["log_history"][0]["loss"]
+    loss8 = ga8["log_history"][0]["loss"]
+
+    # Reference: the untrained model's mean cross-entropy per answer token over all 8 samples.
+    from transformers import Gemma4ForConditionalGeneration
+
+    processor = load_processor(TINY)
+    ds = ConversationDataset(load_samples(data))
+    batch = VisionChatCollator(processor)([ds[i] for i in range(len(ds))])
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        ref = float(
+            mean_token_loss(Gemma4ForConditionalGeneration.from_pretrained(TINY)(**batch), labels)
+        )
+    assert loss1 == pytest.approx(ref, rel=1e-4)
+    assert loss8 == pytest.approx(ref, rel=1e-4)  # not 8x (the published 14.45 vs ~1.8)
+    assert ga1["train_loss"] == pytest.approx(ga8["train_loss"], rel=1e-4)
+
+
+def test_video_entries_train_through_the_cli(make_counter_clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    clips = [make_counter_clip(f"c{i}.mp4", num_frames=40 + 10 * i) for i in range(2)]
+    entries = [
+        {
+            "id": clip.stem,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video", "video": clip.name},
+                        {"type": "text", "text": "What happens?"},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": f"The video shows counting {i}."}],
+                },
+            ],
+        }
+        for i, clip in enumerate(clips)
+    ]
+    manifest = clips[0].parent / "video.json"
+    manifest.write_text(json.dumps(entries))
+    out = tmp_path / "video_out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", "--model_id", TINY, "--data_path", str(manifest), "--output_dir", str(out),
+            "--max-steps", "2", "--per-device-train-batch-size", "2", "--logging-steps", "1",
+            "--optim", "adamw_torch", "--max-soft-tokens", "70", "--num-frames", "4",
+            "--torch-threads", "1",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["global_step"] == 2 and all(
+        e["loss"] > 0 for e in summary["log_history"] if "loss" in e
+    )
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_arrow_dataset_split_trains(tmp_path):
+    import datasets
+    from PIL import Image
+
+    from trainer.train import train
+
+    def row(i, label):
+        return {
+            "id": f"r{i}",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "text": None}] * 2
+                    + [{"type": "text", "text": "What?"}],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": f"The video shows {label}."}],
+                },
+            ],
+            "images": [Image.new("RGB", (64, 48), (i * 40 % 255, 10, 10)) for _ in range(2)],
+            "video": None,
+        }
+
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "messages": datasets.List(
+                {
+                    "role": datasets.Value("string"),
+                    "content": datasets.List(
+                        {"type": datasets.Value("string"), "text": datasets.Value("string")}
+                    ),
+                }
+            ),
+            "images": datasets.List(datasets.Image()),
+            "video": datasets.Value("string"),
+        }
+    )
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(
+                [row(i, "tai chi") for i in range(4)], features=features
+            ),
+            "validation": datasets.Dataset.from_list([row(9, "abseiling")], features=features),
+        }
+    )
+    arrow = tmp_path / "kinetic_3K_arrow"
+    dd.save_to_disk(str(arrow))
+    summary = train(
+        _config(arrow, tmp_path / "out", max_steps=2, optim="adamw_torch", split="train")
+    )
+    assert summary["data"]["samples"] == 4 and summary["global_step"] == 2
+
+
+def test_full_fine_tune_and_vision_projector_learning_rates(manifest, tmp_path):
+    from transformers import Gemma4ForConditionalGeneration
+
+    from trainer.train import train
+
+    out = tmp_path / "full"
+    summary = train(
+        _config(
+            manifest,
+            out,
+            max_steps=2,
+            use_lora=False,
+            optim="adamw_torch",
+            projector_lr=1e-3,
+            save_steps=10,
+        )
+    )
+    assert summary["lora_modules"] == 0 and set(summary["trainable_by_part"]) == {
+        "text",
+        "projector",
+    }
+    assert summary["effective"]["param_groups"] == {"text": 2e-4, "projector": 1e-3}
+    before = _base_state()
+    after = Gemma4ForConditionalGeneration.from_pretrained(str(out)).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".language_model.layers." in k for k in changed)
+    assert any("embed_vision" in k for k in changed)
+    assert not any("vision_tower" in k for k in changed)  # image_encoder_lr 0: frozen
+
+
+def test_lora_with_image_encoder_lr_saves_the_trained_vision_tower(manifest, tmp_path):
+    from trainer.train import train
+
+    out = tmp_path / "lora_vision"
+    summary = train(
+        _config(
+            manifest,
+            out,
+            max_steps=2,
+            warmup_ratio=0.0,
+            optim="adamw_torch",
+            image_encoder_lr=1e-3,
+            save_steps=10,
+        )
+    )
+    assert summary["effective"]["param_groups"] == {"text": 2e-4, "vision": 1e-3}
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    before = _base_state()
+    vision = {k: v for k, v in adapter.items() if "vision_tower" in k}
+    assert vision, "the vision tower must be saved with the adapter"
+    assert any(
+        not torch.equal(v, before[k.replace("base_model.model.", "")])
+        for k, v in vision.items()
+        if k.replace("base_model.model.", "") in before
+    )
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu(manifest, tmp_path):
+    from trainer.train import train
+
+    out = tmp_path / "ds"
+    summary = train(_config(manifest, out, max_steps=2, deepspeed="zero2", save_steps=10))
+    assert summary["effective"]["deepspeed_zero_stage"] == 2
+    assert summary["global_step"] == 2
+    assert Path(out / "adapter_model.safetensors").is_file()
