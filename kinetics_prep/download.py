@@ -493,7 +493,10 @@ def _plan(
     present: dict[str, str],
     config: DownloadConfig,
 ) -> _Plan:
-    mine = [r for r in rows if shard_of(r.clip_id, config.num_shards) == config.shard_index]
+    if config.source == "mirror":
+        mine = list(rows)  # mirror shards split the archive list, not the rows
+    else:
+        mine = [r for r in rows if shard_of(r.clip_id, config.num_shards) == config.shard_index]
     todo: list[ClipRow] = []
     skipped = 0
     for row in mine:

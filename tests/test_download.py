@@ -747,3 +747,37 @@ def test_missing_annotations_and_bad_mirror_list_are_one_line_errors(tmp_path):
     assert "mirror list line 1: 'not-a-url' is not an http(s) URL" in " ".join(
         result.output.split()
     )
+
+
+def test_mirror_shards_split_archives_and_a_final_pass_records_the_missing(tmp_path, server):
+    for i in range(4):
+        server.files[f"/p{i}.tar.gz"] = make_tarball(
+            [(f"mirrorclip{i}_000000_000010.mp4", b"x" * 10, None)]
+        )
+    mirror = tmp_path / "urls.txt"
+    mirror.write_text("".join(f"{server.base}/p{i}.tar.gz\n" for i in range(4)))
+    csv = write_csv(tmp_path / "ann.csv", [("a", f"mirrorclip{i}", 0, 10, "val") for i in range(5)])
+    out = tmp_path / "out"
+    base = [
+        "download",
+        "--annotations",
+        csv,
+        "--source",
+        "mirror",
+        "--mirror-urls",
+        mirror,
+        "--output-dir",
+        out,
+    ]
+    expected = [(2, 0, 3), (4, 1, 0)]  # the second shard sees every archive read: final
+    for shard in range(2):
+        result = invoke(*base, "--num-shards", "2", "--shard-index", str(shard))
+        assert result.exit_code == 0, result.output
+        rep = report(out)
+        assert (rep["downloaded"], rep["failed"], rep["pending"]) == expected[shard]
+    assert all(server.hits(f"/p{i}.tar.gz") == 1 for i in range(4))
+    assert records(out)["mirrorclip4_000000_000010"]["reason"] == "not_found"
+    result = invoke(*base, "--retry-failed")
+    assert result.exit_code == 0, result.output
+    assert all(server.hits(f"/p{i}.tar.gz") == 1 for i in range(4))  # nothing fetched again
+    assert records(out)["mirrorclip4_000000_000010"]["reason"] == "not_found"
