@@ -212,9 +212,15 @@ def test_logged_loss_is_the_per_token_mean_for_ga1_and_ga8(tmp_path):
     batch = VisionChatCollator(processor)([ds[i] for i in range(len(ds))])
     labels = batch.pop("labels")
     with torch.no_grad():
-        ref = float(
-            mean_token_loss(Gemma4ForConditionalGeneration.from_pretrained(TINY)(**batch), labels)
-        )
+        base = Gemma4ForConditionalGeneration.from_pretrained(TINY)
+        ref = float(mean_token_loss(base(**batch), labels))
+        # The subtler bug, a mean of per-sample means, is distinguishable on this data.
+        per_sample = []
+        for i in range(len(ds)):
+            one = VisionChatCollator(processor)([ds[i]])
+            one_labels = one.pop("labels")
+            per_sample.append(float(mean_token_loss(base(**one), one_labels)))
+    assert abs(sum(per_sample) / len(per_sample) - ref) > 1e-3 * ref
     assert loss1 == pytest.approx(ref, rel=1e-4)
     assert loss8 == pytest.approx(ref, rel=1e-4)  # not 8x (the published 14.45 vs ~1.8)
     assert ga1["train_loss"] == pytest.approx(ga8["train_loss"], rel=1e-4)
