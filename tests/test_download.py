@@ -781,3 +781,28 @@ def test_mirror_shards_split_archives_and_a_final_pass_records_the_missing(tmp_p
     assert result.exit_code == 0, result.output
     assert all(server.hits(f"/p{i}.tar.gz") == 1 for i in range(4))  # nothing fetched again
     assert records(out)["mirrorclip4_000000_000010"]["reason"] == "not_found"
+
+
+def test_readme_and_doc_commands_parse():
+    """Every `kprep subset/download` line in README.md and docs/download.md uses real flags."""
+    import shlex
+
+    import typer.main
+
+    root = Path(__file__).resolve().parents[1]
+    group = typer.main.get_command(app)
+    lines = []
+    for doc in [root / "README.md", root / "docs" / "download.md"]:
+        text = doc.read_text().replace("\\\n", " ")
+        lines += [
+            m.strip()
+            for m in re.findall(r"^(kprep (?:subset|download) --annotations .*)$", text, re.M)
+        ]
+        lines += [m.strip("`") for m in re.findall(r"`kprep subset [^`]*`", text)]
+    assert len(lines) >= 4
+    for line in lines:
+        if "|" in line or "[" in line:
+            continue  # the synopsis line, with alternatives
+        argv = shlex.split(line)[1:]
+        command = group.commands[argv[0]]  # type: ignore[attr-defined]
+        command.make_context(argv[0], argv[1:])  # raises on an unknown flag or bad value
