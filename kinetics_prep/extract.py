@@ -104,7 +104,7 @@ class ExtractConfig:
                 f"for --num-shards {self.num_shards}"
             )
         if not self.timeout > 0:
-            problems.append(f"--timeout ({self.timeout}) must be > 0 seconds")
+            problems.append(f"--timeout ({self.timeout:g}) must be > 0 seconds")
         if self.annotations is not None and not self.annotations.is_file():
             problems.append(f"--annotations ({str(self.annotations)!r}) is not a file")
         if problems:
