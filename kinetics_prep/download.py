@@ -444,6 +444,10 @@ def download(
         else:
             archives = _run_mirror(todo, config, emit, sleep)
 
+    try:
+        (out / ".partial").rmdir()  # only when empty: a parallel shard may be using it
+    except OSError:
+        pass
     report = build_report(ann.rows, latest, len(ann.errors))
     report.update(
         {

@@ -406,7 +406,7 @@ def test_youtube_source_downloads_only_the_segment_and_classifies_failures(
     assert json.loads((out / "label_map.json").read_text()) == {
         "labels": ["abseiling", "air drumming"]
     }
-    assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+    assert not (out / ".partial").exists()  # per-clip work folders are cleaned up
 
     # A rerun skips every row: finished clips and known failures alike.
     before = len(server.requests)
@@ -806,3 +806,36 @@ def test_readme_and_doc_commands_parse():
         argv = shlex.split(line)[1:]
         command = group.commands[argv[0]]  # type: ignore[attr-defined]
         command.make_context(argv[0], argv[1:])  # raises on an unknown flag or bad value
+
+
+def test_downloaded_clips_feed_extract_with_annotations(tmp_path, make_counter_clip):
+    """download (local) -> extract --annotations: labels, split and times reach the records."""
+    src = tmp_path / "incoming"
+    src.mkdir()
+    make_counter_clip("incoming/--6bJUbfpnQ.mp4", num_frames=40)
+    csv = write_csv(tmp_path / "ann.csv", [("hurling (sport)", "--6bJUbfpnQ", 17, 27, "validate")])
+    out = tmp_path / "dataset"
+    result = invoke(
+        "download", "--annotations", csv, "--source", "local", "--clips", src, "--output-dir", out
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke(
+        "extract",
+        "--clips",
+        out / "clips",
+        "--output-dir",
+        out,
+        "--annotations",
+        csv,
+        "--workers",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    extracted = read_latest(out / "extract_results.jsonl")["--6bJUbfpnQ_000017_000027"]
+    assert extracted["status"] == "ok"
+    assert (extracted["label"], extracted["split"], extracted["time_start"]) == (
+        "hurling (sport)",
+        "val",
+        17.0,
+    )
+    assert json.loads((out / "label_map.json").read_text())["labels"] == ["hurling (sport)"]
