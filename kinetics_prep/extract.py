@@ -568,6 +568,7 @@ def extract_clips(
     if removed:
         log.info("removed %d unfinished frame folders left by an earlier run", removed)
 
+    _terminate_last_line(config.records_path)
     with RecordWriter(config.records_path) as writer:
         if config.num_shards == 1:
             _fold_shard_records(previous, read_latest(config.records_path), writer)
@@ -589,6 +590,20 @@ def extract_clips(
             _run_pool(todo, config, emit)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _terminate_last_line(path: Path) -> None:
+    """A run killed mid-write leaves half a line; end it so the next record starts clean."""
+    try:
+        with open(path, "rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+    except FileNotFoundError:
+        return
 
 
 def _fold_shard_records(
