@@ -125,3 +125,33 @@ def test_mean_token_loss_divides_by_all_tokens_of_the_accumulated_batch():
         for i in (0, 1)
     ]
     assert torch.allclose(sum(parts), ref)
+
+
+def test_logits_to_keep_gives_the_same_loss_and_gradients_and_shortens_kv_shared_layers(
+    processor, items
+):
+    import torch
+    from transformers import Gemma4ForConditionalGeneration
+
+    from trainer.collator import logits_to_keep_for, mean_token_loss
+
+    model = Gemma4ForConditionalGeneration.from_pretrained(str(tiny_model_path()))
+    shared = model.model.language_model.layers[-1]  # a KV-shared layer
+    seen = []
+    hook = shared.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    for batch_items in (items[:1], items):
+        batch = VisionChatCollator(processor)(batch_items)
+        labels = batch.pop("labels")
+        keep = logits_to_keep_for(labels)
+        grads = []
+        losses = []
+        for kwargs in ({}, {"logits_to_keep": keep}):
+            model.zero_grad()
+            loss = mean_token_loss(model(**batch, **kwargs), labels)
+            loss.backward()
+            losses.append(float(loss))
+            grads.append(model.model.language_model.layers[0].mlp.up_proj.weight.grad.clone())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+        assert torch.allclose(grads[0], grads[1], atol=1e-6)
+        assert seen[-1] == keep < batch["input_ids"].shape[1] // 10
+    hook.remove()

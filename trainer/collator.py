@@ -49,8 +49,19 @@ class VisionChatCollator:
     overrides the processor's vision token budget per image / video frame.
     """
 
-    def __init__(self, processor, *, max_soft_tokens: int | None = None, check: bool = True):
+    def __init__(
+        self,
+        processor,
+        *,
+        max_soft_tokens: int | None = None,
+        check: bool = True,
+        min_padding: int = 1,
+    ):
         self.processor = processor
+        # One pad column makes the attention masks explicit tensors even for a
+        # batch of one, which Gemma 4 needs to run its KV-shared layers on the
+        # answer positions only (see logits_to_keep_for). Its label is -100.
+        self.min_padding = min_padding
         self.tokenizer = processor.tokenizer
         self.max_soft_tokens = max_soft_tokens
         self.check = check
@@ -137,7 +148,7 @@ class VisionChatCollator:
         import torch
 
         encoded = [self.encode(item) for item in items]
-        length = max(len(e["input_ids"]) for e in encoded)
+        length = max(len(e["input_ids"]) for e in encoded) + self.min_padding
 
         def pad(key: str, value: int):
             rows = []
@@ -160,10 +171,34 @@ class VisionChatCollator:
         return batch
 
 
+def logits_to_keep_for(labels) -> int:
+    """How many trailing positions need logits: from just before the first trained token.
+
+    Passed to Gemma 4 as ``logits_to_keep``, this skips the vocabulary projection
+    for the prompt and image tokens, and lets the KV-shared layers (18 of 42 on
+    E4B), which only read keys/values computed by earlier layers, run on those
+    positions alone. The loss is unchanged: no trained token is dropped.
+
+    >>> import torch
+    >>> logits_to_keep_for(torch.tensor([[-100, -100, -100, 7, 8, -100]]))
+    4
+    """
+    trained = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(trained) == 0:
+        return 0  # 0 keeps every position
+    return int(labels.shape[-1] - int(trained[0]) + 1)
+
+
 def token_loss_sum(logits, labels):
-    """Sum of next-token cross-entropy over labelled positions, and their count (fp32)."""
+    """Sum of next-token cross-entropy over labelled positions, and their count (fp32).
+
+    ``logits`` may cover only the last positions (``logits_to_keep``); the labels
+    are aligned to them.
+    """
     import torch
 
+    if logits.shape[-2] < labels.shape[-1]:
+        labels = labels[..., -logits.shape[-2] :]
     shift_labels = labels[..., 1:]
     mask = shift_labels != IGNORE_INDEX
     picked = logits[..., :-1, :][mask].float()

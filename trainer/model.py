@@ -70,21 +70,25 @@ def load_processor(model_id: str, *, max_soft_tokens: int | None = None):
     return processor
 
 
-def load_model(config, *, device_dtype: str = "float32") -> tuple[Any, ModelInfo]:
-    """Load the base model for ``config`` (a TrainConfig) and set up what trains."""
+def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[Any, ModelInfo]:
+    """Load the base model for ``config`` (a TrainConfig) and set up what trains.
+
+    ``model``: use this already built Gemma 4 instead of loading ``config.model_id``.
+    """
     import torch
     from transformers import Gemma4ForConditionalGeneration
 
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[device_dtype]
-    try:
-        model = Gemma4ForConditionalGeneration.from_pretrained(
-            config.model_id, dtype=dtype, attn_implementation=config.attn_implementation
-        )
-    except OSError as exc:
-        raise FileNotFoundError(
-            f"--model-id {config.model_id!r} could not be loaded ({exc}); pass a local folder "
-            "or a Hub id you can reach"
-        ) from exc
+    if model is None:
+        try:
+            model = Gemma4ForConditionalGeneration.from_pretrained(
+                config.model_id, dtype=dtype, attn_implementation=config.attn_implementation
+            )
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"--model-id {config.model_id!r} could not be loaded ({exc}); pass a local folder "
+                "or a Hub id you can reach"
+            ) from exc
     model.config.use_cache = False
     info = ModelInfo(dtype=device_dtype)
     train_vision = config.image_encoder_lr > 0
@@ -132,6 +136,10 @@ def load_model(config, *, device_dtype: str = "float32") -> tuple[Any, ModelInfo
                 or (part == "projector" and train_projector)
             )
 
+    # Trainable weights are optimised in fp32 even when the frozen base is bf16.
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     by_part: dict[str, int] = {}
     for name, param in model.named_parameters():
         info.total_params += param.numel()

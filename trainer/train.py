@@ -152,13 +152,18 @@ def _setup_logging() -> None:
         transformers.logging.set_verbosity_error()
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Fine-tune per ``config``; return the summary dict (also written to training_summary.json)."""
+def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
+    """Fine-tune per ``config``; return the summary dict (also written to training_summary.json).
+
+    ``model`` (optional) is an already built ``Gemma4ForConditionalGeneration`` to
+    train instead of loading ``config.model_id`` (the processor still comes from
+    ``config.model_id``); the GPU benchmark uses it for random E4B-shaped models.
+    """
     import torch
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from trainer.collator import VisionChatCollator, mean_token_loss
+    from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
     from trainer.data import ConversationDataset, data_fingerprint, load_samples
     from trainer.model import load_model, load_processor, parameter_groups
 
@@ -191,8 +196,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
     collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
-    # Weights stay fp32 for mixed-precision training (autocast computes in bf16).
-    model, info = load_model(config, device_dtype="float32")
+    # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
+    # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
+    weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
+    model, info = load_model(config, device_dtype=weights, model=model)
     group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
     logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
 
@@ -235,7 +242,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
 
     class KprepTrainer(Trainer):
-        """Own parameter groups for the vision tower / projector learning rates."""
+        """Own parameter groups for the vision tower / projector learning rates, and
+        logits only where the loss needs them (``logits_to_keep_for``)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "labels" in inputs:
+                inputs = {**inputs, "logits_to_keep": logits_to_keep_for(inputs["labels"])}
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
