@@ -284,6 +284,9 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
         info = getattr(error, "exc_info", None)
         if isinstance(info, tuple) and len(info) > 1 and isinstance(info[1], BaseException):
             stack.append(info[1])
+        cause = getattr(error, "cause", None)  # ExtractorError(cause=HTTPError(...))
+        if isinstance(cause, BaseException):
+            stack.append(cause)
         stack.extend([error.__cause__, error.__context__])
 
 

@@ -211,7 +211,7 @@ def test_classify_error_on_real_messages(message, reason):
 
 def test_classify_error_uses_exception_classes():
     from yt_dlp.networking.exceptions import HTTPError
-    from yt_dlp.utils import DownloadError, GeoRestrictedError
+    from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
 
     geo = DownloadError(
         "ERROR: blocked", exc_info=(GeoRestrictedError, GeoRestrictedError("x"), None)
@@ -228,6 +228,13 @@ def test_classify_error_uses_exception_classes():
 
     err = HTTPError(Response())
     assert classify_error("something", err) == "rate_limited"
+    wrapped = DownloadError(
+        "ERROR: [generic] x: Unable to download webpage",
+        exc_info=(ExtractorError, ExtractorError("Unable to download webpage", cause=err), None),
+    )
+    assert (
+        classify_error("ERROR: [generic] x: Unable to download webpage", wrapped) == "rate_limited"
+    )
 
 
 @pytest.mark.parametrize(
