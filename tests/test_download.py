@@ -201,6 +201,7 @@ def first_frame_and_count(path: Path) -> tuple[int, int, float]:
         ("ERROR: [youtube] 0wR5jVB-WPk: Unable to download API page: <urlopen error [Errno -3] Temporary failure in name resolution> (caused by TransportError(...))", "network"),
         ("ERROR: [youtube] 0wR5jVB-WPk: Unable to download webpage: The read operation timed out (caused by TransportError('The read operation timed out'))", "network"),
         ("ERROR: unable to download video data: [Errno 104] Connection reset by peer", "network"),
+        ("ERROR: [youtube] Zv09PB3YQAs: Unable to download API page: [Errno -2] Name or service not known (caused by TransportError('[Errno -2] Name or service not known'))", "network"),
         ("ERROR: [youtube] 0wR5jVB-WPk: Requested format is not available. Use --list-formats for a list of available formats", "other"),
         ("ERROR: ffmpeg exited with code 1", "other"),
     ],
