@@ -9,16 +9,19 @@ container's rotation applied. What each backend trusts for the count:
 - ``decord``: its frame index, built from the demuxed packets (not the
   header); asking for a frame that does not decode raises, so ``auto`` moves on.
 - ``pyav``: demuxes every packet once (milliseconds), picks targets from the
-  packet count, then decodes the whole stream in one pass, converting only the
-  targets (matched by exact pts, never by seeking to a time). A decode error
-  anywhere (truncated or corrupt file) is a ``damaged`` failure; if the codec
-  yields fewer frames than packets, the targets are re-picked from the frames
-  that did decode and ``note`` says so.
+  packet count, then decodes from the keyframe before each target up to it,
+  plus the whole last GOP (so a truncated tail is caught), converting only the
+  targets, matched by exact pts (never by seeking to a time, wrong on VFR). A decode error
+  (truncated or corrupt file) is a ``damaged`` failure; if the codec yields
+  fewer frames than packets, the whole stream is decoded, the targets are
+  re-picked from the frames that did decode and ``note`` says so.
 - ``opencv``: grabs (decodes without converting) every frame; the count is
   what was grabbed. The header count is only a first guess for the targets.
 
-``auto`` tries decord, PyAV, OpenCV in that order, and stops at PyAV's
-``damaged`` verdict (OpenCV cannot tell damage from the end of the file). A fallback result is checked
+``auto`` tries PyAV, decord, OpenCV in that order and stops at PyAV's
+``damaged`` verdict (the others would not notice the damage). PyAV comes first
+because it was as fast as decord here and catches damage, while importing
+decord2 alone costs ~1 GB RSS per process (docs/performance.md). A fallback result is checked
 before it is accepted (right number of frames, one shape, indices in range,
 timestamps in order; OpenCV's count must agree with PyAV's packet count),
 because some decoders return wrong frames silently on damaged input.
@@ -38,7 +41,7 @@ from kinetics_prep.sampling import METHODS, sample_indices
 
 log = logging.getLogger(__name__)
 
-DECODERS = ("decord", "pyav", "opencv")
+DECODERS = ("pyav", "decord", "opencv")  # the order `auto` tries them in
 DECODER_CHOICES = ("auto", *DECODERS)
 
 
@@ -157,7 +160,7 @@ def _check(result: DecodedFrames, pick: Pick) -> None:
 def _verify_fallback(path: str, result: DecodedFrames) -> None:
     """OpenCV can return wrong frames silently; accept it only if PyAV's demux agrees."""
     if result.decoder != "opencv":
-        return  # PyAV matches frames by exact pts; decord is the first choice, not a fallback.
+        return  # PyAV matches frames by exact pts; decord was exact in every test.
     packets = _count_packets(path)
     if packets is None or result.num_frames > packets:
         raise DecodeError(
@@ -256,15 +259,25 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
         # Presentation order = sorted pts; the targets are picked from the packet count.
         order = sorted(p.pts for p in packets)
         wanted = {order[i] for i in pick(len(order))}
-        decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
+        decoded_pts, arrays, stopped, expected = _decode_needed_gops(context, packets, wanted)
+        if stopped is None and len(decoded_pts) != expected:
+            # The codec made fewer (or more) frames than packets: count from a full decode.
+            context.flush_buffers()
+            decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
+            expected = len(order)
+        elif stopped is None and not wanted <= arrays.keys():
+            # A target did not come out of its GOP (open GOP?): decode everything.
+            context.flush_buffers()
+            decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
+            expected = len(order)
         if stopped is not None:
             raise DecodeError(
-                f"decoding stopped at frame {len(decoded_pts)} of {len(order)} packets: {stopped}"
+                f"decoding stopped at frame {len(decoded_pts)} of {expected} packets: {stopped}"
                 " (truncated or corrupt file; re-download it)",
                 reason="damaged",
             )
         note = None
-        if len(decoded_pts) != len(order):
+        if len(decoded_pts) != expected:
             # Count from what decodes: re-pick from the frames the codec produced.
             if not decoded_pts:
                 raise DecodeError("no frame decodes", reason="no_frames")
@@ -296,14 +309,49 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
     )
 
 
-def _decode_pass(
+def _decode_needed_gops(
     context, packets: list, wanted: set[int]
+) -> tuple[list[int], dict[int, np.ndarray], str | None, int]:
+    """The packet-index method: decode from the keyframe before each target up to it.
+
+    A GOP runs from a keyframe to the packet before the next one (decode order).
+    GOPs without a target are skipped; a GOP with targets is decoded until its
+    last target comes out. The last GOP is always decoded to the end so that a
+    truncated tail is caught. Returns the pts of frames from fully decoded GOPs,
+    the converted targets, why decoding stopped (or None), and how many packets
+    those full GOPs hold (what the decoded count must equal).
+    """
+    starts = [0] + [i for i, p in enumerate(packets) if p.is_keyframe and i > 0]
+    bounds = list(zip(starts, [*starts[1:], len(packets)], strict=True))
+    decoded: list[int] = []
+    arrays: dict[int, np.ndarray] = {}
+    expected = 0
+    for n, (first, last) in enumerate(bounds):
+        targets = {p.pts for p in packets[first:last]} & wanted
+        final = n == len(bounds) - 1
+        if not targets and not final:
+            continue
+        got, converted, stopped = _decode_pass(
+            context, packets[first:last], wanted, until=None if final else targets
+        )
+        arrays.update(converted)
+        if final:
+            decoded.extend(got)
+            expected += last - first
+        if stopped is not None:
+            return decoded, arrays, stopped, expected
+        context.flush_buffers()
+    return decoded, arrays, None, expected
+
+
+def _decode_pass(
+    context, packets: list, wanted: set[int], until: set[int] | None = None
 ) -> tuple[list[int], dict[int, np.ndarray], str | None]:
     """Decode ``packets`` in order, converting only frames whose pts is ``wanted``.
 
-    Returns every decoded pts, the converted frames by pts, and why decoding
-    stopped early (None when it reached the end). The whole stream is decoded
-    so the count is what decodes, not what the container claims.
+    With ``until``, stop as soon as those pts have come out (no drain). Returns
+    every decoded pts, the converted frames by pts, and why decoding stopped
+    early on an error (None otherwise).
     """
     decoded: list[int] = []
     arrays: dict[int, np.ndarray] = {}
@@ -320,6 +368,8 @@ def _decode_pass(
     try:
         for packet in packets:
             take(context.decode(packet))
+            if until is not None and until <= arrays.keys():
+                return decoded, arrays, None
     except Exception as error:  # noqa: BLE001 - InvalidDataError on damaged data
         stopped = _one_line(error)
     try:

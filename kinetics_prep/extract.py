@@ -65,7 +65,7 @@ class ExtractConfig:
     seed: int = 0  # for random sampling; each clip gets crc32(f"{seed}:{clip_id}")
     short_side: int | None = None  # shrink frames to this short side (never enlarge)
     jpeg_quality: int = 95
-    decoder: str = "auto"  # auto | decord | pyav | opencv
+    decoder: str = "auto"  # auto | pyav | decord | opencv
     shard_index: int = 0
     num_shards: int = 1
     retry_failed: bool = False  # also redo clips whose last record is failed/timeout/crashed

@@ -249,7 +249,7 @@ def test_decoder_choice_sampling_and_frame_options(clip_dir, tmp_path, decoder):
         (["--clips", "{missing}"], "--clips ('{missing}') is not a folder"),
         (["--num-frames", "0"], "--num-frames (0) must be >= 1"),
         (["--shard-index", "3", "--num-shards", "3"], "--shard-index (3) must be in 0..2"),
-        (["--decoder", "ffmpeg"], "--decoder ('ffmpeg') must be one of auto, decord, pyav, opencv"),
+        (["--decoder", "ffmpeg"], "--decoder ('ffmpeg') must be one of auto, pyav, decord, opencv"),
         (["--jpeg-quality", "0"], "--jpeg-quality (0) must be in 1..100"),
         (["--sampling", "middle"], "--sampling ('middle')"),
         (["--workers", "0", "--timeout", "0"], "--workers (0) must be >= 1; --timeout (0)"),

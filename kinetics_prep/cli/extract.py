@@ -40,7 +40,9 @@ def extract(
         None, "--short-side", help="Shrink frames to this short side (px)."
     ),
     jpeg_quality: int = typer.Option(95, "--jpeg-quality", help="JPEG quality 1-100."),
-    decoder: str = typer.Option("auto", "--decoder", help="auto | decord | pyav | opencv."),
+    decoder: str = typer.Option(
+        "auto", "--decoder", help="auto (pyav, then decord, then opencv) | pyav | decord | opencv."
+    ),
     shard_index: int = typer.Option(0, "--shard-index", help="This machine's share (0-based)."),
     num_shards: int = typer.Option(1, "--num-shards", help="How many machines share the clips."),
     retry_failed: bool = typer.Option(

@@ -1,0 +1,166 @@
+"""Benchmark `kprep extract` against the usual alternatives on the same clips, in one run.
+
+Methods (each writes 4 segment-centre JPEGs per clip to its own folder):
+
+- kprep, 1 worker and N workers (``extract_clips``, run in a fresh subprocess so
+  its peak RSS per worker can be read from ``RUSAGE_CHILDREN``);
+- ffmpeg CLI per clip: ``ffprobe -count_packets`` for the frame count, then
+  ``ffmpeg -vf select='eq(n,a)+eq(n,b)+...'`` (ffmpeg's default threading);
+- naive decode-all-then-pick with OpenCV: ``cap.read()`` every frame, keep the
+  centres, ``cv2.imwrite`` (OpenCV's default threading).
+
+Clips are Kinetics-like: 340x256 H.264, 10 s at 25 fps, x264 defaults (one GOP),
+synthetic counter frames. Prints clips/s per method and the ratios the issue
+sets targets for. Usage::
+
+    .venv/bin/python benchmarks/bench_extract.py --clips 24 --workers 2 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kinetics_prep.sampling import sample_indices
+from kinetics_prep.synthetic import write_counter_clip
+
+_KPREP_CHILD = """
+import json, resource, sys, time
+from kinetics_prep.extract import ExtractConfig, extract_clips
+clips, out, workers, decoder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+config = ExtractConfig(clips=clips, output_dir=out, workers=workers, decoder=decoder)
+start = time.perf_counter()
+summary = extract_clips(config)
+seconds = time.perf_counter() - start
+rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": seconds, "ok": summary.ok, "worker_rss_mb": rss_kb / 1024}))
+"""
+
+
+def make_clips(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"clip{i:03d}.mp4"
+        if not path.exists():
+            write_counter_clip(path, num_frames=250, width=340, height=256)
+        paths.append(path)
+    return paths
+
+
+def run_kprep(clips: Path, out: Path, workers: int, decoder: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _KPREP_CHILD, str(clips), str(out), str(workers), decoder],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_ffmpeg(paths: list[Path], out: Path) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    for path in paths:
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+             "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        targets = sample_indices(int(probe.stdout.strip().split(",")[0]), 4)
+        folder = out / path.stem
+        folder.mkdir(parents=True)
+        select = "+".join(f"eq(n\\,{i})" for i in targets)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(path), "-vf", f"select={select}",
+             "-fps_mode", "passthrough", "-q:v", "2", str(folder / "frame_%d.jpg")],
+            check=True,
+        )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def run_naive_opencv(paths: list[Path], out: Path) -> float:
+    import cv2
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    for path in paths:
+        capture = cv2.VideoCapture(str(path))
+        frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+        capture.release()
+        folder = out / path.stem
+        folder.mkdir(parents=True)
+        for n, index in enumerate(sample_indices(len(frames), 4), start=1):
+            cv2.imwrite(
+                str(folder / f"frame_{n}.jpg"), frames[index], [cv2.IMWRITE_JPEG_QUALITY, 95]
+            )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=24, help="number of synthetic clips")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="N for kprep")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method (median)")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the clips here")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    clip_dir = args.cache or work / "clips"
+    paths = make_clips(clip_dir, args.clips)
+    n = len(paths)
+    times: dict[str, list[float]] = {}
+    rss: dict[str, float] = {}
+    methods = {
+        "kprep 1 worker (auto=decord)": lambda: run_kprep(clip_dir, work / "k1", 1, "auto"),
+        "kprep 1 worker (pyav)": lambda: run_kprep(clip_dir, work / "kp", 1, "pyav"),
+        f"kprep {args.workers} workers (auto)": lambda: run_kprep(
+            clip_dir, work / "kn", args.workers, "auto"
+        ),
+        "ffmpeg CLI select per clip": lambda: run_ffmpeg(paths, work / "ff"),
+        "naive OpenCV decode-all": lambda: run_naive_opencv(paths, work / "cv"),
+    }
+    for _ in range(args.repeats):  # interleaved, so drift on a shared box hits all methods
+        for name, method in methods.items():
+            result = method()
+            if isinstance(result, dict):
+                assert result["ok"] == n, result
+                times.setdefault(name, []).append(result["seconds"])
+                rss[name] = max(rss.get(name, 0.0), result["worker_rss_mb"])
+            else:
+                times.setdefault(name, []).append(result)
+    shutil.rmtree(work, ignore_errors=True)
+
+    rate = {name: n / statistics.median(values) for name, values in times.items()}
+    print(f"{n} clips, 340x256 H.264 10 s, median of {args.repeats} runs, {os.cpu_count()} CPUs")
+    print(f"{'method':40s} {'clips/s':>8s} {'peak RSS/worker':>16s}")
+    for name, value in rate.items():
+        memory = f"{rss[name]:.0f} MB" if name in rss else "-"
+        print(f"{name:40s} {value:8.2f} {memory:>16s}")
+    one, many = rate["kprep 1 worker (auto=decord)"], rate[f"kprep {args.workers} workers (auto)"]
+    print(
+        f"kprep 1 worker / ffmpeg CLI:      {one / rate['ffmpeg CLI select per clip']:.2f}x (target >= 3)"
+    )
+    print(
+        f"kprep 1 worker / naive OpenCV:    {one / rate['naive OpenCV decode-all']:.2f}x (target >= 1.5)"
+    )
+    print(f"kprep {args.workers} workers / 1 worker:      {many / one:.2f}x (target >= 1.8 at 2)")
+    print(f"peak RSS per worker:              {max(rss.values()):.0f} MB (target <= 200)")
+
+
+if __name__ == "__main__":
+    main()
