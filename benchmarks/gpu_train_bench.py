@@ -37,44 +37,18 @@ from pathlib import Path
 PUBLISHED_SAMPLES_PER_S = 1.859
 VARIANTS = ("baseline", "kprep", "kprep_70", "kprep_zero2")
 
-E4B_TEXT = dict(
-    hidden_size=2560,
-    intermediate_size=10240,
-    num_hidden_layers=42,
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    head_dim=256,
-    global_head_dim=512,
-    sliding_window=512,
-    num_kv_shared_layers=18,
-    hidden_size_per_layer_input=256,
-    vocab_size=262144,
-    vocab_size_per_layer_input=262144,
-    final_logit_softcapping=30.0,
-)
-E4B_VISION = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=16,
-    num_attention_heads=12,
-    num_key_value_heads=12,
-    head_dim=64,
-    patch_size=16,
-    pooling_kernel_size=3,
-)
-
 
 def build_processor(folder: Path, *, tiny: bool) -> Path:
     """The tiny model's tokenizer + chat template with E4B's image/video processors."""
     from transformers import AutoProcessor
 
-    from trainer.tiny import tiny_model_path
+    from trainer.tiny import E4B_VISION_CONFIG, tiny_model_path
 
     processor = AutoProcessor.from_pretrained(str(tiny_model_path()))
     if not tiny:
         for proc in (processor.image_processor, processor.video_processor):
-            proc.patch_size = E4B_VISION["patch_size"]
-            proc.pooling_kernel_size = E4B_VISION["pooling_kernel_size"]
+            proc.patch_size = E4B_VISION_CONFIG["patch_size"]
+            proc.pooling_kernel_size = E4B_VISION_CONFIG["pooling_kernel_size"]
             proc.max_soft_tokens = 280
     processor.save_pretrained(str(folder))
     return folder
@@ -83,32 +57,14 @@ def build_processor(folder: Path, *, tiny: bool) -> Path:
 def build_model(*, tiny: bool, seed: int = 0):
     """A fresh model for one variant (same seed -> same weights for every variant)."""
     import torch
-    from transformers import AutoTokenizer, Gemma4Config, Gemma4ForConditionalGeneration
+    from transformers import Gemma4ForConditionalGeneration
 
-    from trainer.tiny import MODEL_SPECIFIC_TOKENS, tiny_model_path
+    from trainer.tiny import e4b_shaped_config, tiny_model_path
 
     torch.manual_seed(seed)
     if tiny:
         return Gemma4ForConditionalGeneration.from_pretrained(str(tiny_model_path()))
-    tok = AutoTokenizer.from_pretrained(str(tiny_model_path()))
-    ids = {k: tok.convert_tokens_to_ids(v) for k, v in MODEL_SPECIFIC_TOKENS.items()}
-    config = Gemma4Config(
-        text_config=dict(
-            E4B_TEXT,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.bos_token_id,
-        ),
-        vision_config=E4B_VISION,
-        audio_config=None,
-        boi_token_id=ids["boi_token"],
-        eoi_token_id=ids["eoi_token"],
-        image_token_id=ids["image_token"],
-        video_token_id=ids["video_token"],
-        boa_token_id=ids["boa_token"],
-        eoa_token_index=ids["eoa_token"],
-        audio_token_id=ids["audio_token"],
-    )
+    config = e4b_shaped_config()
     with torch.device("cuda"):
         model = Gemma4ForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     return model

@@ -377,3 +377,58 @@ def write_synthetic_manifest(
     path = folder / name
     path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+# Gemma 4 E4B's shapes (google/gemma-4-e4b-it), for random same-shaped models in
+# the GPU benchmark and for checking LoRA targeting without the real weights.
+E4B_TEXT_CONFIG: dict[str, Any] = {
+    "hidden_size": 2560,
+    "intermediate_size": 10240,
+    "num_hidden_layers": 42,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 256,
+    "global_head_dim": 512,
+    "sliding_window": 512,
+    "num_kv_shared_layers": 18,
+    "hidden_size_per_layer_input": 256,
+    "vocab_size": 262144,
+    "vocab_size_per_layer_input": 262144,
+    "final_logit_softcapping": 30.0,
+}
+E4B_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 12,
+    "head_dim": 64,
+    "patch_size": 16,
+    "pooling_kernel_size": 3,
+}
+
+
+def e4b_shaped_config(tokenizer=None):
+    """A ``Gemma4Config`` with E4B's shapes (no audio tower) whose special-token ids
+    match ``tokenizer`` (default: the packaged tiny tokenizer)."""
+    from transformers import AutoTokenizer, Gemma4Config
+
+    tok = tokenizer or AutoTokenizer.from_pretrained(str(tiny_model_path()))
+    ids = {k: tok.convert_tokens_to_ids(v) for k, v in MODEL_SPECIFIC_TOKENS.items()}
+    return Gemma4Config(
+        text_config=dict(
+            E4B_TEXT_CONFIG,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+        ),
+        vision_config=dict(E4B_VISION_CONFIG),
+        audio_config=None,
+        boi_token_id=ids["boi_token"],
+        eoi_token_id=ids["eoi_token"],
+        image_token_id=ids["image_token"],
+        video_token_id=ids["video_token"],
+        boa_token_id=ids["boa_token"],
+        eoa_token_index=ids["eoa_token"],
+        audio_token_id=ids["audio_token"],
+    )
