@@ -258,7 +258,7 @@ def test_video_entries_train_through_the_cli(make_counter_clip, tmp_path):
         app,
         [
             "train", "--model_id", TINY, "--data_path", str(manifest), "--output_dir", str(out),
-            "--max-steps", "2", "--per-device-train-batch-size", "2", "--logging-steps", "1",
+            "--max-steps", "2", "--per-device-train-batch-size", "2", "--logging-steps", "5",
             "--optim", "adamw_torch", "--max-soft-tokens", "70", "--num-frames", "4",
             "--torch-threads", "1",
         ],
@@ -266,6 +266,8 @@ def test_video_entries_train_through_the_cli(make_counter_clip, tmp_path):
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output
     summary = json.loads((out / "training_summary.json").read_text())
+    # logging_steps 5 > 2 steps: the final step is still logged.
+    assert summary["final_loss"] == summary["log_history"][-2]["loss"]
     assert summary["global_step"] == 2 and all(
         e["loss"] > 0 for e in summary["log_history"] if "loss" in e
     )

@@ -160,7 +160,7 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
     ``config.model_id``); the GPU benchmark uses it for random E4B-shaped models.
     """
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
@@ -263,12 +263,21 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
                 self.optimizer = optimizer_cls(groups, lr=config.learning_rate, **optimizer_kwargs)
             return self.optimizer
 
+    class LogLastStep(TrainerCallback):
+        """Log the loss at the final step too, so the summary's final_loss is always set."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+            return control
+
     trainer = KprepTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
         compute_loss_func=mean_token_loss,
+        callbacks=[LogLastStep()],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
 

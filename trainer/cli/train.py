@@ -71,7 +71,7 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
         fail(str(exc))
     if summary:
         console.print(
-            f"trained {summary['global_step']} steps, final loss {summary['final_loss']:.4f}, "
+            f"trained {summary['global_step']} steps, final loss {summary['final_loss']}, "
             f"{summary['train_samples_per_second']} samples/s -> {summary['output_dir']}",
             highlight=False,
         )
