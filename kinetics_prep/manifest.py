@@ -1,0 +1,468 @@
+"""``kprep build-manifest``: extract records -> the seed-format manifest JSON (+ Arrow).
+
+Reads ``extract_results.jsonl`` (and shard files) from the extract output
+folder, joins optional annotation metadata on ``clip_id``, and writes, beside
+``--output`` (the image root, see ``docs/schema.md``):
+
+- ``<stem>.json``: every usable clip as ``{"id", "messages", <metadata>}``;
+- ``<stem>.train.json`` / ``<stem>.validation.json`` when ``val_fraction > 0``;
+- ``label_map.json``: the label id order and the answer template;
+- ``<stem>_arrow/``: the same samples as a ``datasets`` DatasetDict;
+- ``<stem>.report.json``: what was built and what was left out, by reason.
+
+Clips that cannot become a sample (extract failed, frames gone, no label, ...)
+are counted by reason, never silently dropped and never a crash. Every file is
+written atomically, and nothing is written when no clip is usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kinetics_prep.conversation import (
+    DEFAULT_ANSWER_TEMPLATE,
+    DEFAULT_PROMPT,
+    ConversationError,
+    answer_for,
+    build_messages,
+    check_answer_template,
+    choose_prompt,
+    to_llava,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = Path("dataset/kinetics_3k/kinetic_3K.json")
+LABEL_MAP_NAME = "label_map.json"
+MEDIA_CHOICES = ("images", "video")
+FORMAT_CHOICES = ("seed", "llava")
+IMAGES_CHOICES = ("embed", "paths")
+SPLITS = ("train", "validation")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+
+# Reasons a clip is left out (keys of ManifestSummary.left_out).
+NOT_IN_ANNOTATIONS = "not in --annotations"
+NO_LABEL = "no label"
+FRAMES_MISSING = "frames missing"
+VIDEO_MISSING = "video file missing"
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be built; the message names the input and what to do."""
+
+
+@dataclass
+class ManifestConfig:
+    """Everything ``kprep build-manifest`` needs; checked on creation."""
+
+    frames_dir: Path  # extract output folder: extract_results.jsonl + frames/
+    output: Path = DEFAULT_OUTPUT  # the manifest JSON; its folder is the image root
+    annotations: Path | None = None  # Kinetics CSV/JSON joined on clip_id
+    prompts: list[str] = field(default_factory=lambda: [DEFAULT_PROMPT])
+    answer_template: str = DEFAULT_ANSWER_TEMPLATE
+    media: str = "images"  # images: the extracted frames; video: clips/<clip_id>.mp4
+    val_fraction: float = 0.0  # share of clips held out, grouped by YouTube video
+    seed: int = 0  # prompt choice and split
+    format: str = "seed"  # seed | llava (what the JSON files hold)
+    arrow: bool = True  # also write <stem>_arrow/
+    images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+
+    def __post_init__(self) -> None:
+        self.frames_dir = Path(self.frames_dir)
+        self.output = Path(self.output)
+        self.annotations = Path(self.annotations) if self.annotations is not None else None
+        problems = []
+        if self.media not in MEDIA_CHOICES:
+            problems.append(f"--media ({self.media!r}) must be one of {', '.join(MEDIA_CHOICES)}")
+        if self.format not in FORMAT_CHOICES:
+            problems.append(
+                f"--format ({self.format!r}) must be one of {', '.join(FORMAT_CHOICES)}"
+            )
+        if self.images not in IMAGES_CHOICES:
+            problems.append(
+                f"--images ({self.images!r}) must be one of {', '.join(IMAGES_CHOICES)}"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"--val-fraction ({self.val_fraction}) must be >= 0 and < 1")
+        if self.output.suffix != ".json":
+            problems.append(f"--output ({str(self.output)!r}) must end in .json")
+        if not self.prompts or not all(p.strip() for p in self.prompts):
+            problems.append("--prompt must not be empty")
+        try:
+            check_answer_template(self.answer_template)
+        except ConversationError as error:
+            problems.append(str(error))
+        if not self.frames_dir.is_dir():
+            problems.append(
+                f"--frames-dir ({str(self.frames_dir)!r}) is not a folder: pass the "
+                "--output-dir of `kprep extract`"
+            )
+        if self.annotations is not None and not self.annotations.is_file():
+            problems.append(f"--annotations ({str(self.annotations)!r}) does not exist")
+        if problems:
+            raise ManifestError("; ".join(problems))
+
+    @property
+    def image_root(self) -> Path:
+        return self.output.parent
+
+    @property
+    def stem(self) -> str:
+        return self.output.stem
+
+    def split_path(self, split: str) -> Path:
+        return self.output.with_name(f"{self.stem}.{split}.json")
+
+    @property
+    def arrow_dir(self) -> Path:
+        return self.output.with_name(f"{self.stem}_arrow")
+
+    @property
+    def label_map_path(self) -> Path:
+        return self.output.with_name(LABEL_MAP_NAME)
+
+    @property
+    def report_path(self) -> Path:
+        return self.output.with_name(f"{self.stem}.report.json")
+
+
+@dataclass
+class Sample:
+    """One usable clip: its conversation and metadata (paths relative to the image root)."""
+
+    id: str
+    label: str
+    prompt: str
+    answer: str
+    images: list[str]  # relative to the image root, frame order
+    image_files: list[str]  # the same frames as absolute paths (for the Arrow build)
+    video: str | None = None  # relative to the image root (--media video)
+    youtube_id: str | None = None
+    kinetics_split: str | None = None
+    time_start: float | None = None
+    time_end: float | None = None
+    frame_indices: list[int] | None = None
+    timestamps: list[float] | None = None
+    split: str = "train"
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return build_messages(
+            prompt=self.prompt, answer=self.answer, images=self.images, video=self.video
+        )
+
+    def entry(self) -> dict[str, Any]:
+        """The seed-format manifest entry (``docs/schema.md``)."""
+        return {
+            "id": self.id,
+            "messages": self.messages,
+            "label": self.label,
+            "split": self.split,
+            "kinetics_split": self.kinetics_split,
+            "youtube_id": self.youtube_id,
+            "time_start": self.time_start,
+            "time_end": self.time_end,
+            "frame_indices": self.frame_indices,
+            "timestamps": self.timestamps,
+        }
+
+    def llava_entry(self) -> dict[str, Any]:
+        entry = to_llava(sample_id=self.id, messages=self.messages)
+        entry.update(label=self.label, split=self.split, youtube_id=self.youtube_id)
+        return entry
+
+
+@dataclass
+class ManifestSummary:
+    """What a build did: counts for the CLI table and the dataset card."""
+
+    records: int = 0
+    samples: int = 0
+    left_out: Counter = field(default_factory=Counter)
+    splits: dict[str, int] = field(default_factory=dict)
+    per_label: dict[str, int] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    arrow_dir: Path | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "samples": self.samples,
+            "left_out": dict(sorted(self.left_out.items())),
+            "splits": self.splits,
+            "per_label": self.per_label,
+            "num_labels": len(self.labels),
+            "outputs": [str(p) for p in self.outputs],
+            "arrow_dir": str(self.arrow_dir) if self.arrow_dir else None,
+        }
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def left_out_reason(record: Mapping[str, Any]) -> str | None:
+    """Why an extract record cannot be a sample (None when it is ok)."""
+    status = record.get("status")
+    if status == "ok" and record.get("frames"):
+        return None
+    if status == "ok":
+        return "extract ok but no frames"
+    reason = record.get("reason")
+    return f"extract {status}: {reason}" if reason and reason != status else f"extract {status}"
+
+
+def group_key(*, clip_id: str, youtube_id: str | None) -> str:
+    """The unit that must not straddle splits: the YouTube video (else the clip itself)."""
+    if youtube_id:
+        return youtube_id
+    from kinetics_prep.annotations import parse_clip_id
+
+    parsed = parse_clip_id(clip_id)
+    return parsed[0] if parsed else clip_id
+
+
+def assign_splits(
+    groups: Mapping[str, str], *, val_fraction: float, seed: int = 0
+) -> dict[str, str]:
+    """``sample id -> "train" | "validation"``, whole groups at a time.
+
+    Groups are ordered by a seeded hash of their key and moved to validation
+    until it holds ``round(val_fraction * n)`` samples, so the split depends
+    only on (seed, the set of groups), never on file order, and every clip of
+    one YouTube video lands on the same side. Worked example: 10 clips in 5
+    videos of 2 clips, ``val_fraction=0.3`` -> target 3 -> two videos (4 clips)
+    go to validation, since a video is never cut in half. At least one group
+    always stays in train.
+    """
+    out = dict.fromkeys(groups, "train")
+    if val_fraction <= 0 or not groups:
+        return out
+    members: dict[str, list[str]] = {}
+    for sample_id, group in groups.items():
+        members.setdefault(group, []).append(sample_id)
+    if len(members) < 2:
+        raise ManifestError(
+            f"--val-fraction ({val_fraction}) needs clips from at least 2 YouTube videos; "
+            f"all {len(groups)} clips come from one: use --val-fraction 0"
+        )
+    target = max(1, round(val_fraction * len(groups)))
+
+    def rank(group: str) -> tuple[str, str]:
+        return hashlib.sha1(f"{seed}:{group}".encode()).hexdigest(), group
+
+    ordered = sorted(members, key=rank)
+    held = 0
+    for group in ordered[:-1]:  # the last group always stays in train
+        if held >= target:
+            break
+        for sample_id in members[group]:
+            out[sample_id] = "validation"
+        held += len(members[group])
+    return out
+
+
+def relative_to_root(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
+    """``path`` relative to the image root, POSIX separators (``../`` when outside it)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | None:
+    """The clip's video relative to the root: the recorded path, else root/clips/<id>.*."""
+    recorded = record.get("video_path")
+    if recorded and Path(recorded).is_file():
+        return relative_to_root(recorded, root)
+    for suffix in VIDEO_SUFFIXES:
+        candidate = root / "clips" / f"{clip_id}{suffix}"
+        if candidate.is_file():
+            return relative_to_root(candidate, root)
+    return None
+
+
+def collect_samples(
+    records: Mapping[str, Mapping[str, Any]],
+    *,
+    frames_dir: Path,
+    image_root: Path,
+    metadata: Mapping[str, Mapping[str, Any]] | None,
+    prompts: Sequence[str],
+    answer_template: str,
+    media: str,
+    seed: int,
+) -> tuple[list[Sample], Counter]:
+    """Every usable record as a Sample (sorted by id) and the left-out counts by reason."""
+    samples: list[Sample] = []
+    left_out: Counter = Counter()
+    frames_dir = Path(frames_dir)
+    for clip_id in sorted(records):
+        record = records[clip_id]
+        reason = left_out_reason(record)
+        if reason is not None:
+            left_out[reason] += 1
+            continue
+        meta: Mapping[str, Any] = record
+        if metadata is not None:
+            found = metadata.get(clip_id)
+            if found is None:
+                left_out[NOT_IN_ANNOTATIONS] += 1
+                continue
+            meta = {**record, **{k: v for k, v in found.items() if v is not None}}
+        label = meta.get("label")
+        if not label:
+            left_out[NO_LABEL] += 1
+            continue
+        files = [os.path.abspath(frames_dir / name) for name in record["frames"]]
+        if not all(os.path.isfile(f) for f in files):
+            left_out[FRAMES_MISSING] += 1
+            continue
+        images = [relative_to_root(f, image_root) for f in files]
+        video = None
+        if media == "video":
+            video = _video_for(record, clip_id, image_root)
+            if video is None:
+                left_out[VIDEO_MISSING] += 1
+                continue
+        samples.append(
+            Sample(
+                id=clip_id,
+                label=str(label),
+                prompt=choose_prompt(prompts=prompts, seed=seed, sample_id=clip_id),
+                answer=answer_for(label=str(label), template=answer_template),
+                images=[] if video else images,
+                image_files=[] if video else files,
+                video=video,
+                youtube_id=meta.get("youtube_id"),
+                kinetics_split=meta.get("split"),
+                time_start=_float(meta.get("time_start")),
+                time_end=_float(meta.get("time_end")),
+                frame_indices=[int(i) for i in record.get("frame_indices") or []] or None,
+                timestamps=[float(t) for t in record.get("timestamps") or []] or None,
+            )
+        )
+    return samples, left_out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+
+
+def write_label_map(path: Path, labels: Sequence[str], answer_template: str) -> list[str]:
+    """Keep an existing map's id order, append new labels sorted, record the template."""
+    from kinetics_prep.annotations import atomic_write_text, write_label_map
+
+    order = write_label_map(path, labels)
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    payload["answer_template"] = answer_template
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    return order
+
+
+def build_manifest(config: ManifestConfig) -> ManifestSummary:
+    """Build every output of ``kprep build-manifest``; see the module docstring."""
+    from kinetics_prep.annotations import atomic_write_text
+    from kinetics_prep.extract import RESULTS_NAME, read_extract_records
+
+    started = time.monotonic()
+    records = read_extract_records(config.frames_dir)
+    if not records:
+        raise ManifestError(
+            f"--frames-dir ({str(config.frames_dir)!r}) has no {RESULTS_NAME} records: "
+            "run `kprep extract --output-dir` into it first"
+        )
+    metadata = None
+    if config.annotations is not None:
+        from kinetics_prep.annotations import load_clip_metadata
+
+        metadata = load_clip_metadata(config.annotations)
+    samples, left_out = collect_samples(
+        records,
+        frames_dir=config.frames_dir,
+        image_root=config.image_root,
+        metadata=metadata,
+        prompts=config.prompts,
+        answer_template=config.answer_template,
+        media=config.media,
+        seed=config.seed,
+    )
+    summary = ManifestSummary(records=len(records), samples=len(samples), left_out=left_out)
+    if not samples:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items()))
+        raise ManifestError(
+            f"no usable clips among {len(records)} records in {str(config.frames_dir)!r} "
+            f"({reasons}); nothing was written"
+        )
+
+    groups = {s.id: group_key(clip_id=s.id, youtube_id=s.youtube_id) for s in samples}
+    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
+    for sample in samples:
+        sample.split = split_of[sample.id]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    by_split = {name: rows for name, rows in by_split.items() if rows}
+    summary.splits = {name: len(rows) for name, rows in by_split.items()}
+    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
+
+    def render(rows: Sequence[Sample]) -> str:
+        if config.format == "llava":
+            return _dump([s.llava_entry() for s in rows])
+        return _dump([s.entry() for s in rows])
+
+    summary.outputs.append(atomic_write_text(config.output, render(samples)))
+    if config.val_fraction > 0:
+        for name, rows in by_split.items():
+            summary.outputs.append(atomic_write_text(config.split_path(name), render(rows)))
+    summary.labels = write_label_map(
+        config.label_map_path, sorted(summary.per_label), config.answer_template
+    )
+    summary.outputs.append(config.label_map_path)
+
+    report = summary.to_json()
+    report["config"] = {
+        "frames_dir": str(config.frames_dir),
+        "annotations": str(config.annotations) if config.annotations else None,
+        "prompts": config.prompts,
+        "answer_template": config.answer_template,
+        "media": config.media,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "format": config.format,
+        "images": config.images if config.arrow else None,
+    }
+    if config.arrow:
+        from kinetics_prep.arrow import write_arrow_dataset
+
+        write_arrow_dataset(
+            by_split,
+            out_dir=config.arrow_dir,
+            labels=summary.labels,
+            images=config.images,
+            build_report=report,
+        )
+        summary.arrow_dir = config.arrow_dir
+        summary.outputs.append(config.arrow_dir)
+        report["arrow_dir"] = str(config.arrow_dir)
+    report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
+    atomic_write_text(config.report_path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    summary.outputs.append(config.report_path)
+    summary.seconds = time.monotonic() - started
+    log.info("built %d samples (%s) in %.1f s", summary.samples, summary.splits, summary.seconds)
+    return summary
