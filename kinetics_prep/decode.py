@@ -259,28 +259,37 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
         # Presentation order = sorted pts; the targets are picked from the packet count.
         order = sorted(p.pts for p in packets)
         wanted = {order[i] for i in pick(len(order))}
-        decoded_pts, arrays, stopped, expected = _decode_needed_gops(context, packets, wanted)
-        if stopped is None and len(decoded_pts) != expected:
-            # The codec made fewer (or more) frames than packets: count from a full decode.
+        decoded_pts, arrays, stopped, expected = _decode_needed_gops(
+            context, packets, wanted, skip_nonref=threads == 1
+        )
+        full = False
+        if stopped is None and (
+            (expected is not None and len(decoded_pts) != expected) or not wanted <= arrays.keys()
+        ):
+            # Fewer frames than packets, or a target did not come out of its GOP
+            # (open GOP?): decode the whole stream and count what comes out.
             context.flush_buffers()
             decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
-            expected = len(order)
-        elif stopped is None and not wanted <= arrays.keys():
-            # A target did not come out of its GOP (open GOP?): decode everything.
-            context.flush_buffers()
-            decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
-            expected = len(order)
+            full = True
         if stopped is not None:
             raise DecodeError(
-                f"decoding stopped at frame {len(decoded_pts)} of {expected} packets: {stopped}"
+                f"decoding failed ({len(order)} packets): {stopped}"
                 " (truncated or corrupt file; re-download it)",
                 reason="damaged",
             )
         note = None
-        if len(decoded_pts) != expected:
+        if full and len(decoded_pts) != len(order):
             # Count from what decodes: re-pick from the frames the codec produced.
             if not decoded_pts:
                 raise DecodeError("no frame decodes", reason="no_frames")
+            missing = set(order) - set(decoded_pts)
+            if missing and min(missing) > max(decoded_pts):
+                # A threaded decoder may swallow the error; a lost tail is still damage.
+                raise DecodeError(
+                    f"the last {len(missing)} of {len(order)} packets do not decode"
+                    " (truncated file; re-download it)",
+                    reason="damaged",
+                )
             note = f"{len(order)} packets gave {len(decoded_pts)} frames; sampled those"
             order = sorted(decoded_pts)
             wanted = {order[i] for i in pick(len(order))}
@@ -310,34 +319,43 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
 
 
 def _decode_needed_gops(
-    context, packets: list, wanted: set[int]
-) -> tuple[list[int], dict[int, np.ndarray], str | None, int]:
+    context, packets: list, wanted: set[int], *, skip_nonref: bool
+) -> tuple[list[int], dict[int, np.ndarray], str | None, int | None]:
     """The packet-index method: decode from the keyframe before each target up to it.
 
     A GOP runs from a keyframe to the packet before the next one (decode order).
     GOPs without a target are skipped; a GOP with targets is decoded until its
     last target comes out. The last GOP is always decoded to the end so that a
-    truncated tail is caught. Returns the pts of frames from fully decoded GOPs,
-    the converted targets, why decoding stopped (or None), and how many packets
-    those full GOPs hold (what the decoded count must equal).
+    truncated tail is caught. With ``skip_nonref`` (single-threaded decoding
+    only) non-reference frames that are not targets are not decoded at all
+    before the last target: no other frame depends on them, so the targets are
+    unchanged (the barcode tests check it).
+
+    Returns the pts of frames from the last GOP, the converted targets, why
+    decoding stopped (or None), and how many frames the last GOP must have
+    produced (None when non-reference frames were skipped in it).
     """
     starts = [0] + [i for i, p in enumerate(packets) if p.is_keyframe and i > 0]
     bounds = list(zip(starts, [*starts[1:], len(packets)], strict=True))
     decoded: list[int] = []
     arrays: dict[int, np.ndarray] = {}
-    expected = 0
+    expected: int | None = 0
     for n, (first, last) in enumerate(bounds):
-        targets = {p.pts for p in packets[first:last]} & wanted
+        segment = packets[first:last]
+        targets = {p.pts for p in segment} & wanted
         final = n == len(bounds) - 1
         if not targets and not final:
             continue
+        skip_until = -1
+        if skip_nonref:
+            skip_until = max((i for i, p in enumerate(segment) if p.pts in targets), default=-1)
         got, converted, stopped = _decode_pass(
-            context, packets[first:last], wanted, until=None if final else targets
+            context, segment, wanted, until=None if final else targets, skip_until=skip_until
         )
         arrays.update(converted)
         if final:
             decoded.extend(got)
-            expected += last - first
+            expected = len(segment) if skip_until < 0 else None
         if stopped is not None:
             return decoded, arrays, stopped, expected
         context.flush_buffers()
@@ -345,13 +363,18 @@ def _decode_needed_gops(
 
 
 def _decode_pass(
-    context, packets: list, wanted: set[int], until: set[int] | None = None
+    context,
+    packets: list,
+    wanted: set[int],
+    until: set[int] | None = None,
+    skip_until: int = -1,
 ) -> tuple[list[int], dict[int, np.ndarray], str | None]:
     """Decode ``packets`` in order, converting only frames whose pts is ``wanted``.
 
-    With ``until``, stop as soon as those pts have come out (no drain). Returns
-    every decoded pts, the converted frames by pts, and why decoding stopped
-    early on an error (None otherwise).
+    With ``until``, stop as soon as those pts have come out (no drain). Packets
+    up to position ``skip_until`` that are not wanted are fed with
+    ``skip_frame=NONREF``. Returns every decoded pts, the converted frames by
+    pts, and why decoding stopped early on an error (None otherwise).
     """
     decoded: list[int] = []
     arrays: dict[int, np.ndarray] = {}
@@ -365,13 +388,21 @@ def _decode_pass(
                 arrays[frame.pts] = _rotate(frame.to_ndarray(format="rgb24"), frame.rotation)
 
     stopped = None
+    skipping = False
     try:
-        for packet in packets:
+        for position, packet in enumerate(packets):
+            skip = position < skip_until and packet.pts not in wanted
+            if skip != skipping:
+                context.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipping = skip
             take(context.decode(packet))
             if until is not None and until <= arrays.keys():
                 return decoded, arrays, None
     except Exception as error:  # noqa: BLE001 - InvalidDataError on damaged data
         stopped = _one_line(error)
+    finally:
+        if skipping:
+            context.skip_frame = "DEFAULT"
     try:
         take(context.decode(None))  # drain frames still held for reordering
     except Exception as error:  # noqa: BLE001

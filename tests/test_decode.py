@@ -103,8 +103,9 @@ def barcodes(result: DecodedFrames) -> list[int]:
     ("clip", "num_frames", "fps"),
     [("h264", 100, 25.0), ("h264_gop", 100, 25.0), ("vp9", 60, 25.0)],
 )
-def test_exact_frames_on_every_decoder(clips, decoder, clip, num_frames, fps):
-    result = read_frames(clips[clip], decoder=decoder)
+@pytest.mark.parametrize("threads", [0, 1])
+def test_exact_frames_on_every_decoder(clips, decoder, clip, num_frames, fps, threads):
+    result = read_frames(clips[clip], decoder=decoder, threads=threads)
     expected = sample_indices(num_frames, 4)
     assert result.indices == expected
     assert barcodes(result) == expected
@@ -114,6 +115,19 @@ def test_exact_frames_on_every_decoder(clips, decoder, clip, num_frames, fps):
     assert (result.width, result.height) == (160, 120)
     assert all(f.shape == (120, 160, 3) and f.dtype == np.uint8 for f in result.frames)
     assert result.decoder == (decoder if decoder != "auto" else "pyav")
+
+
+@pytest.mark.parametrize("clip", ["h264", "h264_gop", "vp9", "vfr", "rotated", "short"])
+@pytest.mark.parametrize("sampling", ["center", "linspace", "random"])
+def test_pyav_skipping_nonreference_frames_changes_no_pixel(clips, clip, sampling):
+    """threads=1 skips non-reference frames that are not targets; threads=0 decodes all."""
+    kwargs = {"num_frames": 8, "sampling": sampling, "seed": 11, "decoder": "pyav"}
+    skipping = read_frames(clips[clip], threads=1, **kwargs)
+    full = read_frames(clips[clip], threads=0, **kwargs)
+    assert skipping.indices == full.indices and skipping.num_frames == full.num_frames
+    assert skipping.timestamps == full.timestamps
+    for a, b in zip(skipping.frames, full.frames, strict=True):
+        assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -169,19 +183,21 @@ def test_unusable_files_raise_one_line_decode_errors(clips, decoder, clip, reaso
         assert info.value.reason == "no_video_stream"
 
 
+@pytest.mark.parametrize("threads", [0, 1])
 @pytest.mark.parametrize("decoder", ["pyav", "auto"])
-def test_mid_file_corruption_is_damaged_not_silently_short(clips, decoder):
+def test_mid_file_corruption_is_damaged_not_silently_short(clips, decoder, threads):
     with pytest.raises(DecodeError) as info:
-        read_frames(clips["corrupt"], decoder=decoder)
+        read_frames(clips["corrupt"], decoder=decoder, threads=threads)
     assert info.value.reason == "damaged"
     assert "re-download" in str(info.value)
 
 
+@pytest.mark.parametrize("threads", [0, 1])
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_truncated_with_header_never_returns_a_wrong_frame(clips, decoder):
+def test_truncated_with_header_never_returns_a_wrong_frame(clips, decoder, threads):
     """The header says 100 frames; whatever a decoder returns must be the frames it claims."""
     try:
-        result = read_frames(clips["truncated_faststart"], decoder=decoder)
+        result = read_frames(clips["truncated_faststart"], decoder=decoder, threads=threads)
     except DecodeError as error:
         assert error.reason == "damaged"
         return
