@@ -395,3 +395,10 @@ def test_deepspeed_zero2_on_cpu(manifest, tmp_path):
     assert summary["effective"]["deepspeed_zero_stage"] == 2
     assert summary["global_step"] == 2
     assert Path(out / "adapter_model.safetensors").is_file()
+    # A later run in the same process does not inherit DeepSpeed's state.
+    import os
+
+    assert "ACCELERATE_USE_DEEPSPEED" not in os.environ and "LOCAL_RANK" not in os.environ
+    after = train(_config(manifest, tmp_path / "plain", max_steps=1, optim="adamw_torch"))
+    assert after["effective"]["deepspeed_zero_stage"] is None
+    assert "DeepSpeed" not in after["effective"]["optimizer"]

@@ -135,13 +135,40 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _ensure_single_process_dist_env() -> None:
-    """DeepSpeed needs a process group even for one process (gloo on CPU)."""
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
+def _ensure_single_process_dist_env() -> list[str]:
+    """DeepSpeed needs a process group even for one process (gloo on CPU).
+
+    Returns the variables it set, for ``_end_single_process_dist``.
+    """
+    wanted = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(29500 + os.getpid() % 1000),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }
+    added = [k for k in wanted if k not in os.environ]
+    # accelerate / transformers also leave ACCELERATE_USE_DEEPSPEED=true and friends.
+    added += [k for k in ("ACCELERATE_USE_DEEPSPEED",) if k not in os.environ]
+    for key in added:
+        if key in wanted:
+            os.environ[key] = wanted[key]
+    return added
+
+
+def _end_single_process_dist(added: list[str]) -> None:
+    """Undo a single-process DeepSpeed setup so a later run in the same process
+    (tests, the benchmark, the demo) starts clean instead of inheriting DeepSpeed."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in added:
+        os.environ.pop(key, None)
 
 
 def _setup_logging() -> None:
@@ -160,12 +187,6 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
     ``config.model_id``); the GPU benchmark uses it for random E4B-shaped models.
     """
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
-    from trainer.data import ConversationDataset, data_fingerprint, load_samples
-    from trainer.model import load_model, load_processor, parameter_groups
 
     if config.data_path is None:
         raise ConfigError("--data-path is required: the manifest JSON or Arrow folder to train on")
@@ -179,8 +200,22 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
         logger.info("note: no CUDA device, training in float32 on the CPU (bf16 switched off)")
         bf16 = False
     deepspeed = resolve_deepspeed(config.deepspeed, max_grad_norm=config.max_grad_norm)
-    if deepspeed is not None:
-        _ensure_single_process_dist_env()
+    single_process_ds = deepspeed is not None and "LOCAL_RANK" not in os.environ
+    added_env = _ensure_single_process_dist_env() if deepspeed is not None else []
+    try:
+        return _train(config, model, deepspeed=deepspeed, bf16=bf16, cuda=cuda, started=started)
+    finally:
+        if single_process_ds:
+            _end_single_process_dist(added_env)
+
+
+def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool, started: float):
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
+    from trainer.data import ConversationDataset, data_fingerprint, load_samples
+    from trainer.model import load_model, load_processor, parameter_groups
 
     samples = load_samples(
         config.data_path,
