@@ -792,7 +792,8 @@ def test_mirror_shards_split_archives_and_a_final_pass_records_the_missing(tmp_p
 
 
 def test_readme_and_doc_commands_parse():
-    """Every `kprep subset/download` line in README.md and docs/download.md uses real flags."""
+    """Every kprep subset/download/extract/build-manifest line in README.md and
+    docs/download.md uses real flags."""
     import shlex
 
     import typer.main
@@ -804,10 +805,12 @@ def test_readme_and_doc_commands_parse():
         text = doc.read_text().replace("\\\n", " ")
         lines += [
             m.strip()
-            for m in re.findall(r"^(kprep (?:subset|download) --annotations .*)$", text, re.M)
+            for m in re.findall(
+                r"^(kprep (?:subset|download|extract|build-manifest) --.*)$", text, re.M
+            )
         ]
         lines += [m.strip("`") for m in re.findall(r"`kprep subset [^`]*`", text)]
-    assert len(lines) >= 4
+    assert len(lines) >= 7
     for line in lines:
         if "|" in line or "[" in line:
             continue  # the synopsis line, with alternatives
