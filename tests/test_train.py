@@ -402,3 +402,30 @@ def test_deepspeed_zero2_on_cpu(manifest, tmp_path):
     after = train(_config(manifest, tmp_path / "plain", max_steps=1, optim="adamw_torch"))
     assert after["effective"]["deepspeed_zero_stage"] is None
     assert "DeepSpeed" not in after["effective"]["optimizer"]
+
+
+@pytest.mark.slow
+def test_launcher_worker_entry_trains_from_the_resolved_config(manifest, tmp_path):
+    """What each process started by the deepspeed launcher runs: -m trainer.train --config ..."""
+    import os
+    import subprocess
+    import sys
+
+    from trainer.train import launcher_command, write_resolved_config
+
+    cfg = _config(manifest, tmp_path / "worker", max_steps=1, optim="adamw_torch", num_gpus=1)
+    resolved = write_resolved_config(cfg)
+    cmd = launcher_command(resolved, num_gpus=1)
+    module_args = cmd[cmd.index("--module") + 1 :]  # ["trainer.train", "--config", path]
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", *module_args, "--local_rank=0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "worker" / "training_summary.json").read_text())
+    assert summary["effective"]["deepspeed_zero_stage"] == 2 and summary["global_step"] == 1
+    assert summary["recipe"]["num_gpus"] is None  # workers never relaunch
