@@ -390,10 +390,15 @@ class _Worker:
         self.clip: Clip | None = None
         self.started = 0.0
 
-    def assign(self, clip: Clip) -> None:
+    def assign(self, clip: Clip) -> bool:
+        """Hand ``clip`` over; False when the process is already gone (replace it)."""
+        try:
+            self.connection.send((clip.clip_id, str(clip.path)))
+        except (BrokenPipeError, OSError):
+            return False
         self.clip = clip
         self.started = time.monotonic()
-        self.connection.send((clip.clip_id, str(clip.path)))
+        return True
 
     def stop(self, *, kill: bool = False) -> None:
         if kill:
@@ -431,10 +436,19 @@ def _run_pool(
     pending = deque(clips)
     workers = [_Worker(context, settings) for _ in range(min(config.workers, len(clips)))]
     try:
+
+        def feed(index: int) -> None:
+            """Give worker ``index`` the next clip, replacing it if it died idle."""
+            while pending and workers[index].clip is None:
+                clip = pending.popleft()
+                if not workers[index].assign(clip):
+                    pending.appendleft(clip)
+                    workers[index].stop(kill=True)
+                    workers[index] = _Worker(context, settings)
+
         while pending or any(w.clip is not None for w in workers):
-            for worker in workers:
-                if worker.clip is None and pending:
-                    worker.assign(pending.popleft())
+            for index in range(len(workers)):
+                feed(index)
             busy = [w for w in workers if w.clip is not None]
             now = time.monotonic()
             deadline = min(w.started + config.timeout for w in busy)
@@ -449,8 +463,10 @@ def _run_pool(
                 if worker.connection in ready or worker.process.sentinel in ready:
                     try:
                         if worker.connection.poll():
-                            emit(worker.connection.recv())
+                            record = worker.connection.recv()
                             worker.clip = None
+                            feed(index)  # keep the worker busy while the record is written
+                            emit(record)
                             continue
                     except (EOFError, OSError):
                         pass
@@ -460,7 +476,7 @@ def _run_pool(
                         clip,
                         "crashed",
                         f"the decoding process died ({_describe_exit(code)}); "
-                        "the file likely crashes the decoder: try --decoder pyav or re-download it",
+                        "the file likely crashes the decoder: try another --decoder or re-download it",
                         now - worker.started,
                     )
                 elif now - worker.started >= config.timeout:
