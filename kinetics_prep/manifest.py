@@ -281,12 +281,23 @@ def relative_to_root(path: str | os.PathLike[str], root: str | os.PathLike[str])
 
 
 def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | None:
-    """The clip's video relative to the root: the recorded path, else root/clips/<id>.*."""
+    """The clip's video relative to the root, preferring a copy inside it.
+
+    Tried in order: the recorded path's tail from its last ``clips`` folder
+    under the root (the dataset folder may have moved since extract), then
+    ``root/clips/<clip_id>.*``, then the recorded path itself.
+    """
     recorded = record.get("video_path")
-    if recorded and Path(recorded).is_file():
-        return relative_to_root(recorded, root)
-    for suffix in VIDEO_SUFFIXES:
-        candidate = root / "clips" / f"{clip_id}{suffix}"
+    candidates = []
+    if recorded:
+        parts = Path(recorded).parts
+        if "clips" in parts:
+            last = len(parts) - 1 - parts[::-1].index("clips")
+            candidates.append(root.joinpath(*parts[last:]))
+    candidates += [root / "clips" / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
+    if recorded:
+        candidates.append(Path(recorded))
+    for candidate in candidates:
         if candidate.is_file():
             return relative_to_root(candidate, root)
     return None
