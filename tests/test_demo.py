@@ -31,7 +31,7 @@ def test_shape_moves_in_the_named_direction(label, axis, sign):
         assert sign * (last[axis] - first[axis]) >= 64 / 3 - 1  # travels a third of the frame
         assert abs(last[1 - axis] - first[1 - axis]) < 1e-6  # and only along its axis
         steps = [_centroid(f)[axis] for f in frames]
-        assert all(sign * (b - a) >= 0 for a, b in zip(steps, steps[1:]))  # monotone
+        assert all(sign * (b - a) >= 0 for a, b in zip(steps, steps[1:], strict=False))  # monotone
 
 
 def test_reversed_clip_looks_like_the_reversed_class():
@@ -48,7 +48,7 @@ def test_reversed_clip_looks_like_the_reversed_class():
 def test_same_seed_same_frames_and_bad_arguments():
     a = moving_shape_frames("moving up", seed=7)
     b = moving_shape_frames("moving up", seed=7)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="must be one of"):
         moving_shape_frames("moving sideways")
     with pytest.raises(ValueError, match="num_frames"):

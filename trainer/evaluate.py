@@ -402,7 +402,9 @@ class Scorer:
         prompt, inputs = self.prompt_inputs(sample.prompt_messages, images)
         with torch.no_grad():
             out = self.model(**inputs, use_cache=True)
-            cache = out.past_key_values
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = out.past_key_values
             first = out.logits[0, -1].float().log_softmax(-1)
             length = inputs["input_ids"].shape[1]
             scores = None
@@ -446,7 +448,7 @@ class Scorer:
                     input_ids=ids,
                     attention_mask=attention,
                     position_ids=positions,
-                    past_key_values=chunk_cache,
+                    cache=chunk_cache,
                     use_cache=True,
                 )
                 .logits.float()
@@ -478,7 +480,7 @@ class Scorer:
                     (1, length + len(tokens)), dtype=torch.long, device=self.device
                 ),
                 position_ids=torch.tensor([[length + len(tokens) - 1]], device=self.device),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             logits = out.logits[0, -1].float()
@@ -621,6 +623,11 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     started = time.time()
+    if not Path(config.data_path).exists():
+        raise EvalError(
+            f"--data-path {config.data_path} does not exist: pass the held-out manifest JSON "
+            "or Arrow folder written by `kprep build-manifest`"
+        )
     matcher = load_label_map(config.label_map or find_label_map(config.data_path))
     samples = load_eval_samples(
         config.data_path,

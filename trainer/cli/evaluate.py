@@ -146,3 +146,101 @@ def eval_command(
     console.print(markdown_table(report), highlight=False, soft_wrap=True)
     if output:
         console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
+
+
+@app.command()
+def predict(
+    source: Path = typer.Argument(..., help="A clip file or an extracted frames/<clip_id> folder."),
+    adapter: Path | None = typer.Option(
+        None, "--adapter", help="kprep train's --output-dir (LoRA or full model)."
+    ),
+    model_id: str | None = typer.Option(
+        None, "--model-id", "--model_id", help="Base model (default: from training_summary.json)."
+    ),
+    rank: bool = typer.Option(False, "--rank", help="Also rank every label by answer likelihood."),
+    top_k: int = typer.Option(5, "--top-k", help="Labels shown with --rank."),
+    num_frames: int | None = typer.Option(
+        None, "--num-frames", help="Frames decoded from a clip (default: the training recipe's)."
+    ),
+    sampling: str | None = typer.Option(
+        None, "--sampling", help="center | linspace | random (default: the training recipe's)."
+    ),
+    short_side: int | None = typer.Option(
+        None, "--short-side", help="Shrink decoded frames as `kprep extract --short-side` did."
+    ),
+    label_map: Path | None = typer.Option(
+        None, "--label-map", help="label_map.json (default: beside the training data)."
+    ),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Override the prompt (default: the training data's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Name the action in one clip, with the sampling and prompt used in training."""
+    _setup_logging(verbose)
+    try:
+        from trainer.evaluate import EvalError
+        from trainer.predict import PredictConfig
+        from trainer.predict import predict as run_predict
+    except ImportError as exc:
+        fail(f"predict needs the training stack ({exc.name} missing): pip install -e '.[train]'")
+    try:
+        cfg = PredictConfig(
+            source=str(source),
+            adapter=str(adapter) if adapter else None,
+            model_id=model_id,
+            rank=rank,
+            top_k=top_k,
+            num_frames=num_frames,
+            sampling=sampling,
+            short_side=short_side,
+            label_map=str(label_map) if label_map else None,
+            prompt=prompt,
+        )
+        result = run_predict(cfg)
+    except (EvalError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if as_json:
+        import json
+
+        console.print_json(json.dumps(result))
+        return
+    label = result["label"] or "(no label matches the answer)"
+    console.print(f"{source}: {label}", highlight=False)
+    console.print(f"answer: {result['answer']!r}", highlight=False)
+    for i, row in enumerate(result.get("ranked") or [], start=1):
+        console.print(f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})")
+
+
+@app.command()
+def merge(
+    adapter: Path = typer.Option(..., "--adapter", help="kprep train's --output-dir."),
+    output: Path = typer.Option(..., "--output", help="Folder for the merged model + README.md."),
+    model_id: str | None = typer.Option(
+        None, "--model-id", "--model_id", help="Base model (default: from training_summary.json)."
+    ),
+    eval_report: Path | None = typer.Option(
+        None, "--eval-report", help="kprep eval --output JSON: its table goes into the card."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Merge a LoRA adapter into its base (safetensors) and write a model card."""
+    _setup_logging(verbose)
+    try:
+        from trainer.evaluate import EvalError
+        from trainer.merge import merge as run_merge
+    except ImportError as exc:
+        fail(f"merge needs the training stack ({exc.name} missing): pip install -e '.[train]'")
+    try:
+        out = run_merge(
+            adapter,
+            output,
+            model_id=model_id,
+            eval_report=eval_report,
+            overwrite=overwrite,
+        )
+    except (EvalError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(f"merged model + README.md -> {out}", highlight=False)
