@@ -47,3 +47,94 @@ def make_counter_clip(tmp_path: Path):
         return write_counter_clip(tmp_path / name, **kwargs)
 
     return make
+
+
+def write_moving_shape_dataset(
+    root: Path, *, per_class: int = 3, val_per_class: int = 1, size: int = 32
+) -> Path:
+    """A seed-format image-sequence dataset (docs/schema.md) of demo moving-shape clips.
+
+    Writes root/frames/<id>/frame_k.jpg, root/demo.json (+ .train/.validation)
+    and root/label_map.json. Returns root.
+    """
+    import json
+
+    from PIL import Image
+
+    from kinetics_prep.demo_clips import DEMO_CLASSES, moving_shape_frames
+
+    template = "The video shows {label}."
+    prompt = "Please analyze the sequence of frames from this video. What specific action or event is happening?"
+    entries = []
+    for c, label in enumerate(DEMO_CLASSES):
+        for i in range(per_class + val_per_class):
+            clip_id = f"{label.replace(' ', '_')}_{i:04d}"
+            frames = moving_shape_frames(label, num_frames=16, size=size, seed=100 * c + i)
+            paths = []
+            for k, index in enumerate((2, 6, 10, 14), start=1):
+                path = root / "frames" / clip_id / f"frame_{k}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(frames[index]).save(path, quality=95)
+                paths.append(f"frames/{clip_id}/frame_{k}.jpg")
+            entries.append(
+                {
+                    "id": clip_id,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "image", "image": p} for p in paths]
+                            + [{"type": "text", "text": prompt}],
+                        },
+                        {
+                            "role": "assistant",
+                            "content": [{"type": "text", "text": template.format(label=label)}],
+                        },
+                    ],
+                    "label": label,
+                    "split": "train" if i < per_class else "validation",
+                }
+            )
+    (root / "demo.json").write_text(json.dumps(entries), encoding="utf-8")
+    for split in ("train", "validation"):
+        part = [e for e in entries if e["split"] == split]
+        (root / f"demo.{split}.json").write_text(json.dumps(part), encoding="utf-8")
+    (root / "label_map.json").write_text(
+        json.dumps({"labels": list(DEMO_CLASSES), "answer_template": template}), encoding="utf-8"
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_run(tmp_path_factory):
+    """A tiny moving-shape dataset and a 3-step LoRA run of the packaged tiny Gemma 4 on it.
+
+    Returns (dataset folder, adapter folder, base model folder). Used by the
+    eval / predict / merge tests.
+    """
+    pytest.importorskip("torch")
+    from trainer.config import TrainConfig
+    from trainer.tiny import tiny_model_path
+    from trainer.train import train
+
+    root = tmp_path_factory.mktemp("tiny_lora_run")
+    data = write_moving_shape_dataset(root / "data")
+    base = tiny_model_path()
+    adapter = root / "adapter"
+    train(
+        TrainConfig(
+            model_id=str(base),
+            data_path=str(data / "demo.train.json"),
+            output_dir=str(adapter),
+            max_steps=3,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=1,
+            learning_rate=5e-2,
+            optim="adamw_torch",
+            bf16=False,
+            gradient_checkpointing=False,
+            save_steps=1000,
+            logging_steps=1,
+            lora_dropout=0.0,
+        )
+    )
+    return data, adapter, base
