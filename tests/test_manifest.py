@@ -7,19 +7,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from manifest_data import (  # noqa: F401  (fixtures)
-    BROKEN,
-    OK_CLIPS,
-    counters,
-    extracted_root,
-    fresh_root,
-    invoke,
-    label_of,
-    seed_reader,
+
+pytest.register_assert_rewrite("manifest_data")  # its asserts report like test asserts
+from manifest_data import BROKEN, OK_CLIPS, counters, invoke, label_of, seed_reader  # noqa: E402
+
+from kinetics_prep.conversation import DEFAULT_PROMPT, choose_prompt  # noqa: E402
+from kinetics_prep.manifest import (  # noqa: E402
+    ManifestError,
+    assign_splits,
+    group_key,
+    relative_to_root,
 )
 
-from kinetics_prep.conversation import DEFAULT_PROMPT, choose_prompt
-from kinetics_prep.manifest import ManifestError, assign_splits, group_key, relative_to_root
+pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
 
 
 def build(root: Path, *args, output: Path | None = None) -> tuple[Path, str]:
