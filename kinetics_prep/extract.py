@@ -240,12 +240,13 @@ def _settings(config: ExtractConfig) -> dict[str, Any]:
         "short_side": config.short_side,
         "jpeg_quality": config.jpeg_quality,
         "decoder": config.decoder,
+        # Read here, not in the worker: forked workers see the fork server's environment.
+        "fault": os.environ.get(FAULT_ENV, ""),
     }
 
 
-def _inject_fault(clip_id: str) -> None:
+def _inject_fault(clip_id: str, spec: str) -> None:
     """Crash or hang on purpose for named clips (tests prove the parent survives)."""
-    spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, spec.split(",")):
         kind, _, target = item.partition(":")
         if target == clip_id and kind == "crash":
@@ -288,7 +289,7 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
     if settings["sampling"] == "random":
         seed = _clip_seed(settings["seed"], clip_id)
         record["seed"] = seed
-    _inject_fault(clip_id)
+    _inject_fault(clip_id, settings.get("fault", ""))
     try:
         decoded = read_frames(
             video_path,
@@ -353,6 +354,14 @@ def _quiet_stderr(output_dir: str) -> None:
     os.close(fd)
 
 
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
 def _worker_main(connection, settings: dict[str, Any]) -> None:
     """Worker loop: receive (clip_id, path), send back its record; exit on None or EOF."""
     _quiet_stderr(settings["output_dir"])
@@ -369,6 +378,7 @@ def _worker_main(connection, settings: dict[str, Any]) -> None:
         except Exception as error:  # noqa: BLE001 - a bug for one clip must not end the run
             record = _empty_record(*task)
             record.update(status="failed", error=f"{type(error).__name__}: {error}", reason="bug")
+        record["worker_peak_rss_mb"] = _peak_rss_mb()
         try:
             connection.send(record)
         except (BrokenPipeError, OSError):
@@ -421,6 +431,9 @@ def _lost_record(clip: Clip, status: str, error: str, seconds: float) -> dict[st
     return record
 
 
+_PRELOAD = ["kinetics_prep.extract", "kinetics_prep.decode", "kinetics_prep.frames", "av", "cv2"]
+
+
 def _run_pool(
     clips: list[Clip],
     config: ExtractConfig,
@@ -430,8 +443,14 @@ def _run_pool(
     import multiprocessing
     from multiprocessing.connection import wait
 
-    # spawn: the parent may run threads (the progress bar); forking them is unsafe.
-    context = multiprocessing.get_context("spawn")
+    # Workers come from a fork server that has the decoders imported already: a new
+    # or replacement worker starts in milliseconds, and nothing is forked from the
+    # parent, which may run threads (the progress bar). spawn where there is none.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+    else:
+        context = multiprocessing.get_context("spawn")
     settings = _settings(config)
     pending = deque(clips)
     workers = [_Worker(context, settings) for _ in range(min(config.workers, len(clips)))]
