@@ -1,0 +1,189 @@
+"""`kprep push`: the dry run loads with `datasets`; a real push is tested at the HfApi boundary.
+
+Nothing leaves the machine: ``huggingface_hub.HfApi`` is replaced by a recorder
+that copies what would be uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("manifest_data")
+from manifest_data import OK_CLIPS, counters, invoke  # noqa: E402
+
+from kinetics_prep.hub import size_category  # noqa: E402
+
+pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
+
+TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
+
+
+@pytest.fixture
+def arrow(fresh_root: Path) -> Path:
+    invoke(
+        "build-manifest", "--frames-dir", fresh_root, "--output", fresh_root / "kinetic_3K.json",
+        "--val-fraction", "0.3", "--images", "paths",
+    )  # fmt: skip
+    return fresh_root / "kinetic_3K_arrow"
+
+
+def test_dry_run_writes_parquet_and_card_that_load(arrow, tmp_path):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    out = tmp_path / "upload"
+    result = invoke("push", arrow, "me/kinetics-mini", "--dry-run", out)
+    assert "dry run" in result.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "data/validation-00000-of-00001.parquet",
+    ]
+    local = datasets.load_from_disk(str(arrow))
+    pushed = datasets.load_dataset(str(out))  # resolves splits through the card's `configs`
+    assert {s: len(d) for s, d in pushed.items()} == {s: len(d) for s, d in local.items()}
+    assert pushed["train"].features == local["train"].features
+    for split in local:
+        assert pushed[split]["id"] == local[split]["id"]
+        raw = pushed[split].with_format("arrow")["images"].to_pylist()
+        # embedded: bytes in the parquet, no path of this machine
+        assert all(i["bytes"] and "/" not in i["path"] for row in raw for i in row)
+        for row, frame_indices in zip(pushed[split], local[split]["frame_indices"], strict=True):
+            assert counters(row["images"]) == frame_indices
+
+    card = DatasetCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "cc-by-4.0"
+    assert data["task_categories"] == ["video-classification", "image-text-to-text"]
+    assert data["size_categories"] == ["n<1K"]
+    assert data["configs"][0]["data_files"] == [
+        {"split": "train", "path": "data/train-*"},
+        {"split": "validation", "path": "data/validation-*"},
+    ]
+    splits = {s["name"]: s["num_examples"] for s in data["dataset_info"]["splits"]}
+    assert splits == {s: len(d) for s, d in local.items()}
+    names = [f["name"] for f in data["dataset_info"]["features"]]
+    assert names[:5] == ["id", "messages", "images", "video", "label"]
+    text = card.text
+    assert "| abseiling |" in text and "| tai chi |" in text  # counts per class
+    assert "extract failed" in text  # failures by reason, from the build report
+    assert "Terms of Service" in text and "@article{kay2017kinetics" in text
+    assert f"samples built: {OK_CLIPS}" in text
+
+
+def test_dry_run_refuses_a_non_empty_folder_and_bad_repo_ids(arrow, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = invoke("push", arrow, "me/x", "--dry-run", out, ok=False)
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (out / "keep.txt").read_text() == "mine"
+    result = invoke("push", arrow, "no-namespace", "--dry-run", tmp_path / "n", ok=False)
+    assert result.exit_code == 2 and "user-or-org/dataset-name" in result.output
+    result = invoke("push", tmp_path, "me/x", "--dry-run", tmp_path / "m", ok=False)
+    assert result.exit_code == 2 and "not a saved Arrow dataset" in " ".join(result.output.split())
+
+
+class FakeHfApi:
+    """Records what kprep asks of huggingface_hub; keeps a copy of the uploaded folder."""
+
+    calls: list[tuple[str, dict]] = []
+    uploaded: Path | None = None
+    fail_with: Exception | None = None
+
+    def __init__(self, **kwargs):
+        FakeHfApi.calls.append(("init", kwargs))
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        FakeHfApi.calls.append(("upload_folder", kwargs))
+        if FakeHfApi.fail_with is not None:
+            raise FakeHfApi.fail_with
+        shutil.copytree(kwargs["folder_path"], FakeHfApi.uploaded)
+        return type("Commit", (), {"commit_url": "https://huggingface.co/c/1"})()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    FakeHfApi.calls = []
+    FakeHfApi.uploaded = tmp_path / "uploaded"
+    FakeHfApi.fail_with = None
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    return FakeHfApi
+
+
+def test_push_uploads_what_the_dry_run_shows_and_never_shows_the_token(
+    arrow, tmp_path, fake_hub, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    result = invoke("push", arrow, "me/kinetics-mini", "--private", "--token", TOKEN)
+    assert "pushed train" in result.output and "me/kinetics-mini" in result.output
+    kinds = [name for name, _ in fake_hub.calls]
+    assert kinds == ["init", "create_repo", "upload_folder"]
+    init, create, upload = (kwargs for _, kwargs in fake_hub.calls)
+    assert init["token"] == TOKEN
+    assert create == {
+        "repo_id": "me/kinetics-mini", "repo_type": "dataset", "private": True, "exist_ok": True
+    }  # fmt: skip
+    assert upload["repo_type"] == "dataset" and upload["delete_patterns"] == ["data/*.parquet"]
+    dry = tmp_path / "dry"
+    invoke("push", arrow, "me/kinetics-mini", "--dry-run", dry)
+
+    def listing(folder: Path) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    assert listing(fake_hub.uploaded) == listing(dry)
+    assert (fake_hub.uploaded / "README.md").read_text() == (dry / "README.md").read_text()
+    assert not Path(upload["folder_path"]).exists()  # the staging folder is cleaned up
+    assert TOKEN not in result.output
+    assert TOKEN not in caplog.text
+    assert TOKEN not in (fake_hub.uploaded / "README.md").read_text()
+
+
+def test_token_from_env_and_failures_are_scrubbed(arrow, fake_hub, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fake_hub.fail_with = PermissionError(f"401 Unauthorized for token {TOKEN}\nmore lines")
+    result = invoke("push", arrow, "me/kinetics-mini", ok=False)
+    assert result.exit_code == 2
+    assert fake_hub.calls[0][1]["token"] == TOKEN  # taken from HF_TOKEN
+    assert "push to 'me/kinetics-mini' failed" in result.output
+    assert "401 Unauthorized for token ***" in result.output
+    assert "hf auth login" in result.output
+    assert TOKEN not in result.output and TOKEN not in caplog.text
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [(0, "n<1K"), (999, "n<1K"), (3000, "1K<n<10K"), (545_317, "100K<n<1M"), (10**9, "n>100M")],
+)
+def test_size_category(rows, expected):
+    assert size_category(rows) == expected
+
+
+def test_push_help_does_not_show_an_env_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = invoke("push", "--help")
+    assert TOKEN not in result.output and "Never printed" in " ".join(result.output.split())
+
+
+def test_card_counts_come_from_the_build_report(arrow, tmp_path):
+    report = json.loads((arrow / "kprep_build.json").read_text())
+    out = tmp_path / "u"
+    invoke("push", arrow, "me/x", "--dry-run", out)
+    text = (out / "README.md").read_text()
+    for reason, count in report["left_out"].items():
+        assert f"| {reason} | {count} |" in text
