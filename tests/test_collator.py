@@ -14,6 +14,17 @@ from trainer.model import load_processor  # noqa: E402
 from trainer.tiny import tiny_model_path, write_synthetic_manifest  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a small shared CPU run far faster on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def processor():
     return load_processor(str(tiny_model_path()))

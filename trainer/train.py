@@ -192,6 +192,7 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
         raise ConfigError("--data-path is required: the manifest JSON or Arrow folder to train on")
     _setup_logging()
     started = time.time()
+    threads_before = torch.get_num_threads()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     cuda = torch.cuda.is_available()
@@ -205,6 +206,7 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
     try:
         return _train(config, model, deepspeed=deepspeed, bf16=bf16, cuda=cuda, started=started)
     finally:
+        torch.set_num_threads(threads_before)
         if single_process_ds:
             _end_single_process_dist(added_env)
 
