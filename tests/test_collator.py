@@ -107,11 +107,19 @@ def test_a_template_that_moves_the_answer_is_refused(processor, items):
     import copy
 
     broken = copy.copy(processor)
+    # Renders the assistant turn before the user turn: the answer is not after the prompt.
     broken.chat_template = (
-        "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
-        "{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %}MODEL:{% endif %}"
+        "{% for m in messages|reverse %}{% for c in m['content'] %}{% if c['type'] == 'text' %}"
+        "{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %}MODEL:{% endif %}"
     )
-    with pytest.raises(MaskingError, match="answer cannot be located"):
+    with pytest.raises(MaskingError, match="label masking check failed"):
+        VisionChatCollator(broken).encode({**items[0], "images": []})
+    # A template that never renders the assistant's words.
+    broken.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    with pytest.raises(MaskingError, match="cannot be located"):
         VisionChatCollator(broken).encode({**items[0], "images": []})
 
 
@@ -166,3 +174,34 @@ def test_logits_to_keep_gives_the_same_loss_and_gradients_and_shortens_kv_shared
         assert torch.allclose(grads[0], grads[1], atol=1e-6)
         assert seen[-1] == keep < batch["input_ids"].shape[1] // 10
     hook.remove()
+
+
+def test_generation_prompt_with_an_empty_thought_block_trains_what_inference_sees(processor, items):
+    """Larger Gemma 4 templates end the generation prompt with an empty thought block."""
+    import copy
+
+    from trainer.tiny import CHAT_TEMPLATE
+
+    thinking = copy.copy(processor)
+    thinking.chat_template = CHAT_TEMPLATE.replace(
+        "{{ '<|turn>model\\n' }}{%- endif -%}",
+        "{{ '<|turn>model\\n<|channel>thought\\n<channel|>' }}{%- endif -%}",
+    )
+    assert "<channel|>" in thinking.chat_template
+    batch = VisionChatCollator(thinking)([items[0]])
+    labels = batch["labels"][0]
+    trained = labels[labels != IGNORE_INDEX].tolist()
+    tok = processor.tokenizer
+    assert tok.decode(trained) == items[0]["messages"][-1]["content"][0]["text"] + "<turn|>"
+    first = int((labels != IGNORE_INDEX).nonzero()[0])
+    assert tok.decode(batch["input_ids"][0, :first]).endswith(
+        "<|turn>model\n<|channel>thought\n<channel|>"
+    )
+
+
+def test_docstring_examples():
+    import doctest
+
+    import trainer.collator
+
+    assert doctest.testmod(trainer.collator).failed == 0

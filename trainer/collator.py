@@ -42,6 +42,39 @@ def _answer_text(message: dict[str, Any]) -> str:
     return "".join(c.get("text") or "" for c in content if c.get("type") == "text")
 
 
+def answer_suffix(prompt: str, full: str, answer: str) -> str:
+    r"""The text the template puts after the generation prompt for the answer turn.
+
+    Normally ``full == prompt + suffix``. Some Gemma 4 templates end the
+    generation prompt with an empty thought block (``<|channel>thought\n<channel|>``)
+    that the rendered conversation lacks; then the suffix is what follows the
+    common prefix, and training sees exactly what inference will: the
+    generation prompt, then the answer.
+
+    >>> answer_suffix("U<|turn>model\n", "U<|turn>model\nHi.<turn|>\n", "Hi.")
+    'Hi.<turn|>\n'
+    >>> thought = "U<|turn>model\n<|channel>thought\n<channel|>"
+    >>> answer_suffix(thought, "U<|turn>model\nHi.<turn|>\n", "Hi.")
+    'Hi.<turn|>\n'
+    """
+    if full.startswith(prompt):
+        suffix = full[len(prompt) :]
+    else:
+        n = 0
+        for a, b in zip(prompt, full, strict=False):
+            if a != b:
+                break
+            n += 1
+        suffix = full[n:]
+    if answer.strip() and not suffix.lstrip().startswith(answer.strip()):
+        raise MaskingError(
+            "the chat template does not render the answer right after the generation prompt, "
+            f"so it cannot be located (after the prompt it renders {suffix[:60]!r}): "
+            "use Gemma 4's chat template"
+        )
+    return suffix
+
+
 class VisionChatCollator:
     """``collator(items) -> batch`` for ``Gemma4ForConditionalGeneration``.
 
@@ -83,12 +116,7 @@ class VisionChatCollator:
             messages[:-1], tokenize=False, add_generation_prompt=True
         )
         full = self.processor.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt):
-            raise MaskingError(
-                "the chat template renders the conversation differently from its prompt plus "
-                "generation prompt, so the answer cannot be located: use Gemma 4's template"
-            )
-        answer_part = full[len(prompt) :]
+        answer_part = answer_suffix(prompt, full, _answer_text(messages[-1]))
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         if item.get("images"):
             kwargs["images"] = [item["images"]]
