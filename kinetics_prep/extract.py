@@ -38,7 +38,8 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 RESULTS_NAME = "extract_results.jsonl"
 FAILED_STATUSES = ("failed", "timeout", "crashed")
 ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
-# Test-only fault injection, read in the worker: "crash:<clip_id>,hang:<clip_id>".
+# Test-only fault injection: "crash:<clip_id>,hang:<clip_id>" makes the worker that
+# gets that clip raise SIGSEGV or sleep (read by the parent, passed to workers).
 FAULT_ENV = "KPREP_EXTRACT_FAULT"
 
 
@@ -217,10 +218,16 @@ def read_extract_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def _is_done(record: dict[str, Any] | None, output_dir: Path) -> bool:
+def _is_done(record: dict[str, Any] | None, config: ExtractConfig) -> bool:
+    """ok, its frames on disk, and picked the way this run would pick them."""
     if record is None or record.get("status") != "ok" or not record.get("frames"):
         return False
-    return all((output_dir / name).is_file() for name in record["frames"])
+    same_pick = len(record["frames"]) == config.num_frames and record.get("sampling") == (
+        config.sampling
+    )
+    if same_pick and config.sampling == "random":
+        same_pick = record.get("seed") == _clip_seed(config.seed, record["clip_id"])
+    return same_pick and all((config.output_dir / name).is_file() for name in record["frames"])
 
 
 def _clip_seed(seed: int, clip_id: str) -> int:
@@ -583,14 +590,14 @@ def extract_clips(
     mine = shard(all_clips, config.shard_index, config.num_shards)
     summary = ExtractSummary(found=len(all_clips), in_shard=len(mine))
     summary.records_path = config.records_path
+    fields = _annotation_fields(config, mine)  # a bad --annotations file fails before any write
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    fields = _annotation_fields(config, mine)
 
     previous = read_extract_records(config.output_dir)
     todo = []
     for clip in mine:
         record = previous.get(clip.clip_id)
-        if _is_done(record, config.output_dir):
+        if _is_done(record, config):
             summary.skipped_ok += 1
         elif record is not None and record.get("status") in FAILED_STATUSES:
             if config.retry_failed:

@@ -117,6 +117,16 @@ def test_exact_frames_on_every_decoder(clips, decoder, clip, num_frames, fps, th
     assert result.decoder == (decoder if decoder != "auto" else "pyav")
 
 
+@pytest.mark.parametrize("clip", ["h264", "h264_gop", "vp9", "vfr", "rotated"])
+def test_all_decoders_return_bit_identical_pixels(clips, clip):
+    """Same frame requested -> the same RGB array from every backend."""
+    results = [read_frames(clips[clip], decoder=d, threads=1) for d in ("pyav", "decord", "opencv")]
+    for other in results[1:]:
+        assert other.indices == results[0].indices
+        for a, b in zip(results[0].frames, other.frames, strict=True):
+            assert np.array_equal(a, b), other.decoder
+
+
 @pytest.mark.parametrize("clip", ["h264", "h264_gop", "vp9", "vfr", "rotated", "short"])
 @pytest.mark.parametrize("sampling", ["center", "linspace", "random"])
 def test_pyav_skipping_nonreference_frames_changes_no_pixel(clips, clip, sampling):

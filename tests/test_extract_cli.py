@@ -298,3 +298,18 @@ def test_console_script_runs(clip_dir, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(r["status"] for r in lines(out)) == ["ok", "ok"]
+
+
+def test_rerun_with_another_frame_count_redoes_the_clips(clip_dir, tmp_path):
+    out = tmp_path / "out"
+    run("--clips", clip_dir / "abseiling", "--output-dir", out)
+    run("--clips", clip_dir / "abseiling", "--output-dir", out, "--num-frames", "2")
+    records = latest(out)
+    assert len(lines(out)) == 4 and len(records) == 2
+    for record in records.values():
+        assert len(record["frames"]) == 2
+        assert frame_barcodes(out, record) == sample_indices(record["num_frames"], 2)
+        assert sorted(p.name for p in (out / "frames" / record["clip_id"]).iterdir()) == [
+            "frame_1.jpg",
+            "frame_2.jpg",
+        ]
