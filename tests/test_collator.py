@@ -42,6 +42,7 @@ def test_only_answer_and_end_of_turn_are_trained(processor, items):
     batch = VisionChatCollator(processor)(items)
     tok = processor.tokenizer
     for row, item in enumerate(items):
+        assert batch["input_ids"][row, 0] == tok.bos_token_id != batch["input_ids"][row, 1]
         labels = batch["labels"][row]
         trained = labels[labels != IGNORE_INDEX].tolist()
         answer = item["messages"][-1]["content"][0]["text"]

@@ -117,7 +117,11 @@ class VisionChatCollator:
         )
         full = self.processor.apply_chat_template(messages, tokenize=False)
         answer_part = answer_suffix(prompt, full, _answer_text(messages[-1]))
-        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        kwargs: dict[str, Any] = {
+            "text": [prompt],
+            "return_tensors": "pt",
+            "add_special_tokens": False,  # the chat template already has <bos>
+        }
         if item.get("images"):
             kwargs["images"] = [item["images"]]
             if self.max_soft_tokens:
