@@ -438,3 +438,17 @@ def test_launcher_worker_entry_trains_from_the_resolved_config(manifest, tmp_pat
     summary = json.loads((tmp_path / "worker" / "training_summary.json").read_text())
     assert summary["effective"]["deepspeed_zero_stage"] == 2 and summary["global_step"] == 1
     assert summary["recipe"]["num_gpus"] is None  # workers never relaunch
+
+
+def test_the_documented_usage_snippet_loads_the_adapter(lora_run):
+    """docs/training.md's PeftModel snippet, run against the tiny model and a real run."""
+    import re
+
+    out, _ = lora_run
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "PeftModel" in b]
+    code = snippet.replace("google/gemma-4-e4b-it", TINY).replace("outputs/k3k-lora", str(out))
+    scope: dict = {}
+    exec(code, scope)
+    assert type(scope["model"]).__name__ == "PeftModel"
+    assert scope["processor"].tokenizer.eot_token == "<turn|>"

@@ -197,3 +197,23 @@ def test_cli_with_num_gpus_runs_the_launcher(monkeypatch, tmp_path):
     assert (
         TrainConfig.from_sources(config_file=tmp_path / "train_config.json").data_path == "d.json"
     )
+
+
+def test_every_kprep_train_command_in_the_docs_parses(monkeypatch):
+    """Each `kprep train ...` line in docs/training.md and README.md uses real flags and values."""
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    commands = []
+    for doc in (root / "docs" / "training.md", root / "README.md"):
+        if not doc.is_file():
+            continue
+        for line in doc.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("kprep train"):
+                commands.append(shlex.split(line.split("#")[0])[2:])
+    assert len(commands) >= 2
+    for args in commands:
+        cfg = _parsed(monkeypatch, args)
+        assert cfg.data_path
