@@ -450,5 +450,5 @@ def test_the_documented_usage_snippet_loads_the_adapter(lora_run):
     code = snippet.replace("google/gemma-4-e4b-it", TINY).replace("outputs/k3k-lora", str(out))
     scope: dict = {}
     exec(code, scope)
-    assert type(scope["model"]).__name__ == "PeftModel"
+    assert type(scope["model"]).__name__.startswith("PeftModel")
     assert scope["processor"].tokenizer.eot_token == "<turn|>"
