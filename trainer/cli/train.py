@@ -33,7 +33,9 @@ def _option(f) -> typer.models.OptionInfo:
     default = TrainConfig.defaults()[f.name]
     help_text = f.metadata["help"] + (f" [default: {default}]" if default is not None else "")
     if kind is bool:
-        decls = [f"{kebab}/--no-{f.name.replace('_', '-')}", f"{snake}/--no_{f.name}"]
+        # " /--no_x" adds only the snake_case negative when the positive is one word.
+        on = snake if snake != kebab else " "
+        decls = [f"{kebab}/--no-{f.name.replace('_', '-')}", f"{on}/--no_{f.name}"]
         return typer.Option(None, *decls, help=help_text, show_default=False)
     decls = [kebab] + ([snake] if snake != kebab else [])
     return typer.Option(
