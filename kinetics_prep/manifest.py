@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -317,7 +318,9 @@ def collect_samples(
     """Every usable record as a Sample (sorted by id) and the left-out counts by reason."""
     samples: list[Sample] = []
     left_out: Counter = Counter()
-    frames_dir = Path(frames_dir)
+    frames_abs = os.path.abspath(frames_dir)
+    # one relpath for the folder, not one per frame (2.6M frames for Kinetics-700)
+    prefix = relative_to_root(frames_abs, image_root)
     for clip_id in sorted(records):
         record = records[clip_id]
         reason = left_out_reason(record)
@@ -335,11 +338,12 @@ def collect_samples(
         if not label:
             left_out[NO_LABEL] += 1
             continue
-        files = [os.path.abspath(frames_dir / name) for name in record["frames"]]
+        names = record["frames"]
+        files = [os.path.normpath(os.path.join(frames_abs, name)) for name in names]
         if not all(os.path.isfile(f) for f in files):
             left_out[FRAMES_MISSING] += 1
             continue
-        images = [relative_to_root(f, image_root) for f in files]
+        images = [posixpath.normpath(f"{prefix}/{name}") for name in names]
         video = None
         if media == "video":
             video = _video_for(record, clip_id, image_root)
@@ -373,8 +377,16 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
-def _dump(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+def _dump(entries: Sequence[Mapping[str, Any]]) -> str:
+    """A JSON list with one entry per line: readable, diffable, and C-encoded.
+
+    (``indent=`` switches ``json`` to its pure-Python encoder, 3x slower on
+    650k entries.)
+    """
+    if not entries:
+        return "[]\n"
+    lines = ",\n".join(json.dumps(e, ensure_ascii=False) for e in entries)
+    return f"[\n{lines}\n]\n"
 
 
 def write_label_map(path: Path, labels: Sequence[str], answer_template: str) -> list[str]:
