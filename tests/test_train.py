@@ -452,3 +452,13 @@ def test_the_documented_usage_snippet_loads_the_adapter(lora_run):
     exec(code, scope)
     assert type(scope["model"]).__name__.startswith("PeftModel")
     assert scope["processor"].tokenizer.eot_token == "<turn|>"
+
+
+@pytest.mark.gpu
+def test_recipe_on_gpu_uses_bf16_and_paged_8bit_adamw(manifest, tmp_path):
+    from trainer.train import train
+
+    summary = train(_config(manifest, tmp_path / "gpu", max_steps=2, torch_threads=None))
+    assert summary["effective"]["device"] == "cuda" and summary["effective"]["bf16"] is True
+    assert summary["effective"]["optimizer_class"].startswith("bitsandbytes.optim")
+    assert summary["final_loss"] > 0
