@@ -302,3 +302,28 @@ def test_group_key(clip_id, youtube_id, expected):
 )
 def test_relative_to_root(path, root, expected):
     assert relative_to_root(path, root) == expected
+
+
+def test_doc_command_lines_parse_against_the_real_cli():
+    """Every `kprep build-manifest/validate/push` line in README.md and docs/ uses real flags."""
+    import re
+    import shlex
+
+    import typer.main
+
+    from kinetics_prep.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    group = typer.main.get_command(app)
+    lines = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        lines += re.findall(r"^(kprep (?:build-manifest|validate|push) .*)$", text, re.M)
+        lines += re.findall(r"`(kprep (?:build-manifest|validate|push) [^`]*)`", text)
+    lines = [line for line in lines if "--help" not in line and "DATASET" not in line]
+    assert any(line.startswith("kprep build-manifest --frames-dir") for line in lines)
+    for line in lines:
+        args = shlex.split(line.split("#")[0])[1:]
+        command = group.get_command(None, args[0])
+        assert command is not None, line
+        command.make_context(args[0], args[1:])  # raises on unknown flags / bad values
