@@ -57,7 +57,7 @@ class DecodedFrames:
     width: int  # of the frames as returned (after rotation)
     height: int
     decoder: str  # "decord", "pyav" or "opencv"
-    note: str | None = None  # e.g. "decoding stopped at frame 119 of 122 packets"
+    note: str | None = None  # why an ok result is unusual, e.g. fewer frames than packets
 
 
 class DecodeError(Exception):
@@ -271,7 +271,7 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
         if not packets:
             raise DecodeError("the video stream has no packets", reason="no_frames")
         # Presentation order = sorted pts; the targets are picked from the packet count.
-        order = sorted(p.pts for p in packets)
+        order: list[int] = sorted(int(p.pts or 0) for p in packets)  # pts is never None here
         wanted = {order[i] for i in pick(len(order))}
         decoded_pts, arrays, stopped, expected = _decode_needed_gops(
             context, packets, wanted, skip_nonref=threads == 1

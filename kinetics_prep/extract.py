@@ -380,10 +380,11 @@ def _worker_main(connection, settings: dict[str, Any]) -> None:
             return  # the parent is gone (killed): stop
         if task is None:
             return
+        clip_id, video_path = task
         try:
-            record = process_clip(*task, settings)
+            record = process_clip(clip_id, video_path, settings)
         except Exception as error:  # noqa: BLE001 - a bug for one clip must not end the run
-            record = _empty_record(*task)
+            record = _empty_record(clip_id, video_path)
             record.update(status="failed", error=f"{type(error).__name__}: {error}", reason="bug")
         record["worker_peak_rss_mb"] = _peak_rss_mb()
         try:
@@ -453,6 +454,7 @@ def _run_pool(
     # Workers come from a fork server that has the decoders imported already: a new
     # or replacement worker starts in milliseconds, and nothing is forked from the
     # parent, which may run threads (the progress bar). spawn where there is none.
+    context: Any
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
