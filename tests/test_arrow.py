@@ -167,3 +167,21 @@ def test_a_failed_rebuild_keeps_the_previous_dataset(tmp_path, fresh_root, monke
         )
     assert len(datasets.load_from_disk(str(out))["train"]) == 5
     assert sorted(p.name for p in out.parent.iterdir()) == ["x_arrow"]  # no temp folders left
+
+
+def test_bench_arrow_quick_mode_builds_and_checks_every_method():
+    """benchmarks/bench_arrow.py runs end to end (its methods load-check their output)."""
+    import importlib.util
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_arrow.py"
+    spec = importlib.util.spec_from_file_location("bench_arrow", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(
+        ["--rows", "300", "--baseline-rows", "60", "--e2e-clips", "40", "--labels", "5"]
+    )
+    assert {"kprep @60", "from_list+save_to_disk @60", "from_generator+save_to_disk @60"} <= set(
+        results
+    )
+    assert results["kprep arrow MB"] > 0
+    assert sum(results["build_manifest e2e"]["splits"].values()) == 40
