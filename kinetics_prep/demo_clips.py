@@ -61,7 +61,7 @@ def moving_shape_frames(
 ) -> list[np.ndarray]:
     """RGB frames (size, size, 3) of one shape moving in the direction ``label`` names.
 
-    The shape covers 1/6 to 1/4 of the side and travels at least a third of the
+    The shape covers 1/6 to 1/4 of the side and travels at least half of the
     frame between the first and the last frame, in a straight line at constant
     speed. Pass ``rng`` to draw from a shared generator, or ``seed`` for one clip.
     """
@@ -75,11 +75,11 @@ def moving_shape_frames(
     dx, dy = DEMO_DIRECTIONS[label]
     side = int(rng.integers(size // 6, size // 4 + 1))
     room = size - side
-    travel = int(rng.integers(size // 3, room + 1))
+    travel = int(rng.integers(size // 2, room + 1))
     start = int(rng.integers(0, room - travel + 1))
     across = int(rng.integers(0, room + 1))
-    colour = rng.integers(150, 256, size=3).astype(np.uint8)
-    background = rng.integers(0, 70, size=3).astype(np.uint8)
+    colour = rng.integers(170, 256, size=3).astype(np.uint8)
+    background = rng.integers(0, 50, size=3).astype(np.uint8)
     round_shape = bool(rng.integers(0, 2))
     ys, xs = np.mgrid[0:side, 0:side]
     centre = (side - 1) / 2

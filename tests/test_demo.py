@@ -1,6 +1,8 @@
-"""The demo's moving-shape clips: class = direction, reversed clip = the opposite class."""
+"""`kprep demo` and its clips: class = direction, reversed clip = the opposite class."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ def test_shape_moves_in_the_named_direction(label, axis, sign):
     for seed in range(20):
         frames = moving_shape_frames(label, num_frames=16, size=64, seed=seed)
         first, last = _centroid(frames[0]), _centroid(frames[-1])
-        assert sign * (last[axis] - first[axis]) >= 64 / 3 - 1  # travels a third of the frame
+        assert sign * (last[axis] - first[axis]) >= 64 / 2 - 1  # travels half the frame
         assert abs(last[1 - axis] - first[1 - axis]) < 1e-6  # and only along its axis
         steps = [_centroid(f)[axis] for f in frames]
         assert all(sign * (b - a) >= 0 for a, b in zip(steps, steps[1:], strict=False))  # monotone
@@ -75,3 +77,69 @@ def test_write_demo_clips_one_folder_per_class_decodable(tmp_path):
     before = {c.path: c.path.stat().st_mtime_ns for c in clips}
     write_demo_clips(tmp_path, clips_per_class=2, num_frames=12, size=32)
     assert {c.path: c.path.stat().st_mtime_ns for c in clips} == before
+
+
+def _run_demo_cli(output_dir, *extra):
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--output-dir", str(output_dir), *extra])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((output_dir / "demo_report.json").read_text())
+
+
+def test_kprep_demo_wires_every_stage(tmp_path):
+    """A miniature demo: every stage runs through its real code path and reports."""
+    out = tmp_path / "demo"
+    result, report = _run_demo_cli(out, "--clips-per-class", "4", "--max-steps", "2")
+    for stage in ("clips", "extract", "manifest", "model", "train", "eval"):
+        assert stage in report["stage_seconds"]
+        assert stage in result.output
+    assert "| fine-tuned | normal |" in result.output
+    assert "| fine-tuned | shuffled |" in result.output
+    assert "| fine-tuned | reversed |" in result.output
+    for key in ("top1", "top1_shuffled", "top1_reversed", "train_seconds"):
+        assert 0 <= report[key] <= (1 if key.startswith("top1") else 600)
+    assert report["train_steps"] == 2
+    assert report["labels"] == sorted(DEMO_CLASSES)
+    assert sum(report["samples"].values()) == 16
+    # the real pipeline's files: extract records, manifest + split, label map, Arrow, model
+    data = out / "data"
+    assert (data / "extract_results.jsonl").is_file()
+    assert (data / "kinetic_demo.validation.json").is_file()
+    assert json.loads((data / "label_map.json").read_text())["labels"] == sorted(DEMO_CLASSES)
+    assert (data / "kinetic_demo_arrow").is_dir()
+    assert (
+        json.loads((out / "model" / "processor_config.json").read_text())["image_processor"][
+            "do_resize"
+        ]
+        is False
+    )
+    assert (out / "run" / "training_summary.json").is_file()
+    assert (out / "eval_report.json").is_file() and (out / "eval_report.md").is_file()
+
+
+def test_demo_model_position_table_is_linear(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from trainer.demo import build_demo_model
+
+    build_demo_model(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    table = next(v for k, v in tensors.items() if k.endswith("position_embedding_table"))
+    steps = table[:, 1:] - table[:, :-1]  # constant step per axis
+    assert torch.allclose(steps, steps[:, :1].expand_as(steps), atol=1e-5)
+    assert steps[0, 0].norm() > 0 and not torch.allclose(steps[0, 0], steps[1, 0])
+
+
+@pytest.mark.slow
+def test_kprep_demo_learns_frame_order(tmp_path):
+    """The README's demo: held-out top1 >= 0.80, reversed <= 0.20, shuffled <= 0.50, <= 10 min."""
+    _, report = _run_demo_cli(tmp_path / "demo")
+    assert report["top1"] >= 0.80, report
+    assert report["top1_reversed"] <= 0.20, report
+    assert report["top1_shuffled"] <= 0.50, report
+    assert report["targets_met"] is True
+    assert report["total_seconds"] <= 600, report["stage_seconds"]

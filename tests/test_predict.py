@@ -66,7 +66,7 @@ def test_kprep_predict_clip_and_frames_folder(tiny_lora_run, tmp_path):
     result = runner.invoke(app, ["predict", str(clip), "--adapter", str(adapter), "--rank",
                                  "--top-k", "3", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["frame_indices"] == [2, 6, 10, 14] and out["sampling"] == "center"
     assert isinstance(out["answer"], str)
     assert out["label"] is None or out["label"] in DEMO_CLASSES

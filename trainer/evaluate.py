@@ -530,7 +530,7 @@ def evaluate_samples(
             row["ranked_scores"] = [round(scores[i], 4) for i in ranked[:top_k]]
         rows.append(row)
         if progress is not None:
-            progress(f"{name} [{frame_order}]", index + 1, len(samples))
+            progress(f"{name} ({frame_order})", index + 1, len(samples))
     return summarize(
         rows,
         labels=labels,

@@ -204,7 +204,7 @@ def predict(
     if as_json:
         import json
 
-        console.print_json(json.dumps(result))
+        typer.echo(json.dumps(result))
         return
     label = result["label"] or "(no label matches the answer)"
     console.print(f"{source}: {label}", highlight=False)
