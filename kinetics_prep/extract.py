@@ -247,7 +247,6 @@ def _settings(config: ExtractConfig) -> dict[str, Any]:
         "short_side": config.short_side,
         "jpeg_quality": config.jpeg_quality,
         "decoder": config.decoder,
-        # Read here, not in the worker: forked workers see the fork server's environment.
         "fault": os.environ.get(FAULT_ENV, ""),
     }
 
@@ -342,25 +341,6 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
     return record
 
 
-def _quiet_stderr(output_dir: str) -> None:
-    """Send the decoders' C-level chatter (FFmpeg, OpenCV) to a log file, not the terminal.
-
-    Each failure is already a record; the raw messages stay in
-    ``OUT/extract_workers.log`` for whoever wants them.
-    """
-    try:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        fd = os.open(
-            os.path.join(output_dir, "extract_workers.log"),
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-            0o644,
-        )
-    except OSError:
-        return
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def _peak_rss_mb() -> float | None:
     try:
         import resource
@@ -369,13 +349,29 @@ def _peak_rss_mb() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def _worker_main(connection, settings: dict[str, Any]) -> None:
-    """Worker loop: receive (clip_id, path), send back its record; exit on None or EOF."""
-    _quiet_stderr(settings["output_dir"])
+def _worker_entry() -> None:
+    """``python -c`` entry of a worker: argv holds the task and result pipe fds.
+
+    Workers are plain subprocesses rather than ``multiprocessing`` children, so
+    they never re-import the caller's ``__main__`` (a script without a main
+    guard, a notebook, stdin) and start the same way from every caller.
+    """
+    import sys
+    from multiprocessing.connection import Connection
+
     logging.basicConfig(level=logging.WARNING)
+    tasks = Connection(int(sys.argv[1]), writable=False)
+    results = Connection(int(sys.argv[2]), readable=False)
+    import av  # noqa: F401 - import the decoders before the first clip's clock starts
+    import cv2  # noqa: F401
+
+    try:
+        settings = tasks.recv()
+    except (EOFError, OSError):
+        return
     while True:
         try:
-            task = connection.recv()
+            task = tasks.recv()
         except (EOFError, OSError):
             return  # the parent is gone (killed): stop
         if task is None:
@@ -388,7 +384,7 @@ def _worker_main(connection, settings: dict[str, Any]) -> None:
             record.update(status="failed", error=f"{type(error).__name__}: {error}", reason="bug")
         record["worker_peak_rss_mb"] = _peak_rss_mb()
         try:
-            connection.send(record)
+            results.send(record)
         except (BrokenPipeError, OSError):
             return
 
@@ -397,21 +393,48 @@ def _worker_main(connection, settings: dict[str, Any]) -> None:
 
 
 class _Worker:
-    """One worker process, the parent's end of its pipe, and the clip it is on."""
+    """One worker process, the parent's ends of its two pipes, and the clip it is on.
 
-    def __init__(self, context, settings: dict[str, Any]) -> None:
-        parent_end, child_end = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child_end, settings), daemon=True)
-        self.process.start()
-        child_end.close()
-        self.connection = parent_end
+    The worker's stdout and stderr (the decoders' C-level chatter: FFmpeg,
+    OpenCV) go to ``OUT/extract_workers.log``; every failure is a record anyway.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        task_read, task_write = os.pipe()
+        result_read, result_write = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        log_path = Path(settings["output_dir"]) / "extract_workers.log"
+        with open(log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from kinetics_prep.extract import _worker_entry; "
+                 "_worker_entry()", str(task_read), str(result_write)],
+                pass_fds=(task_read, result_write),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+            )  # fmt: skip
+        os.close(task_read)
+        os.close(result_write)
+        self.tasks = Connection(task_write, readable=False)
+        self.results = Connection(result_read, writable=False)
         self.clip: Clip | None = None
         self.started = 0.0
+        try:
+            self.tasks.send(settings)
+        except (BrokenPipeError, OSError):
+            pass  # died at start: the first assign() fails and the worker is replaced
 
     def assign(self, clip: Clip) -> bool:
         """Hand ``clip`` over; False when the process is already gone (replace it)."""
         try:
-            self.connection.send((clip.clip_id, str(clip.path)))
+            self.tasks.send((clip.clip_id, str(clip.path)))
         except (BrokenPipeError, OSError):
             return False
         self.clip = clip
@@ -419,18 +442,22 @@ class _Worker:
         return True
 
     def stop(self, *, kill: bool = False) -> None:
+        import subprocess
+
         if kill:
             self.process.kill()
         else:
             try:
-                self.connection.send(None)
+                self.tasks.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
-        self.connection.close()
+            self.process.wait()
+        self.tasks.close()
+        self.results.close()
 
 
 def _lost_record(clip: Clip, status: str, error: str, seconds: float) -> dict[str, Any]:
@@ -439,40 +466,36 @@ def _lost_record(clip: Clip, status: str, error: str, seconds: float) -> dict[st
     return record
 
 
-_PRELOAD = ["kinetics_prep.extract", "kinetics_prep.decode", "kinetics_prep.frames", "av", "cv2"]
-
-
 def _run_pool(
     clips: list[Clip],
     config: ExtractConfig,
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
     """Feed ``clips`` to ``config.workers`` processes; ``emit`` every record as it arrives."""
-    import multiprocessing
     from multiprocessing.connection import wait
 
-    # Workers come from a fork server that has the decoders imported already: a new
-    # or replacement worker starts in milliseconds, and nothing is forked from the
-    # parent, which may run threads (the progress bar). spawn where there is none.
-    context: Any
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-    else:
-        context = multiprocessing.get_context("spawn")
     settings = _settings(config)
     pending = deque(clips)
-    workers = [_Worker(context, settings) for _ in range(min(config.workers, len(clips)))]
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    workers = [_Worker(settings) for _ in range(min(config.workers, len(clips)))]
     try:
 
         def feed(index: int) -> None:
             """Give worker ``index`` the next clip, replacing it if it died idle."""
+            failures = 0
             while pending and workers[index].clip is None:
                 clip = pending.popleft()
-                if not workers[index].assign(clip):
-                    pending.appendleft(clip)
-                    workers[index].stop(kill=True)
-                    workers[index] = _Worker(context, settings)
+                if workers[index].assign(clip):
+                    return
+                pending.appendleft(clip)
+                workers[index].stop(kill=True)
+                failures += 1
+                if failures >= 3:
+                    raise RuntimeError(
+                        "extract worker processes die on start; see "
+                        f"{config.output_dir / 'extract_workers.log'}"
+                    )
+                workers[index] = _Worker(settings)
 
         while pending or any(w.clip is not None for w in workers):
             for index in range(len(workers)):
@@ -480,26 +503,28 @@ def _run_pool(
             busy = [w for w in workers if w.clip is not None]
             now = time.monotonic()
             deadline = min(w.started + config.timeout for w in busy)
-            waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
-            ready = set(wait(waitables, timeout=max(deadline - now, 0.0)))
+            # A worker that dies closes its result pipe, so EOF there also means "died".
+            ready = set(wait([w.results for w in busy], timeout=max(deadline - now, 0.0)))
             now = time.monotonic()
             for index, worker in enumerate(workers):
                 clip = worker.clip
                 if clip is None:
                     continue
                 lost: dict[str, Any] | None = None
-                if worker.connection in ready or worker.process.sentinel in ready:
+                if worker.results in ready:
                     try:
-                        if worker.connection.poll():
-                            record = worker.connection.recv()
+                        if worker.results.poll():
+                            record = worker.results.recv()
                             worker.clip = None
                             feed(index)  # keep the worker busy while the record is written
                             emit(record)
                             continue
                     except (EOFError, OSError):
                         pass
-                    worker.process.join(timeout=1)
-                    code = worker.process.exitcode
+                    try:
+                        code = worker.process.wait(timeout=5)
+                    except Exception:  # noqa: BLE001 - still alive after closing its pipe
+                        code = None
                     lost = _lost_record(
                         clip,
                         "crashed",
@@ -519,7 +544,7 @@ def _run_pool(
                     log.warning("%s: %s", clip.clip_id, lost["error"])
                     worker.stop(kill=True)
                     emit(lost)
-                    workers[index] = _Worker(context, settings)
+                    workers[index] = _Worker(settings)
     finally:
         for worker in workers:
             worker.stop(kill=worker.clip is not None)

@@ -143,3 +143,27 @@ def test_half_written_record_line_does_not_swallow_the_next_one(four_clips, tmp_
     assert result.exit_code == 0, result.output
     statuses = {r["clip_id"]: r["status"] for r in records(out)}
     assert statuses == {"c00": "ok", "c01": "ok", "c02": "ok", "c03": "ok"}
+
+
+def test_library_call_from_a_script_without_main_guard_or_from_stdin(four_clips, tmp_path):
+    """Workers never re-import the caller's __main__ (multiprocessing spawn would)."""
+    for name in ("stdin", "no_guard"):
+        script = (
+            "from kinetics_prep.extract import ExtractConfig, extract_clips\n"
+            f"summary = extract_clips(ExtractConfig(clips={str(four_clips)!r}, "
+            f"output_dir={str(tmp_path / name)!r}, workers=2))\n"
+            "print('ok', summary.ok)\n"
+        )
+        (tmp_path / f"{name}.py").write_text(script)
+        command = [sys.executable, "-"] if name == "stdin" else [sys.executable, f"{name}.py"]
+        done = subprocess.run(
+            command,
+            input=script if name == "stdin" else None,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-2:] == ["ok", "4"], done.stdout
+        assert {r["status"] for r in records(tmp_path / name)} == {"ok"}
