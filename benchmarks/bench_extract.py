@@ -3,7 +3,7 @@
 Methods (each writes 4 segment-centre JPEGs per clip to its own folder):
 
 - kprep, 1 worker and N workers (``extract_clips`` in a fresh process, so the
-  fork server's start is included; peak RSS per worker is the largest
+  workers' start is included; peak RSS per worker is the largest
   ``worker_peak_rss_mb`` its records report, i.e. ``ru_maxrss`` of each worker);
 - kprep 1 worker with ``--decoder decord``, for its speed and memory;
 - ffmpeg CLI per clip: ``ffprobe -count_packets`` for the frame count, then
