@@ -367,6 +367,7 @@ def _worker_entry() -> None:
 
     try:
         settings = tasks.recv()
+        results.send("ready")  # the parent starts a clip's clock only after this
     except (EOFError, OSError):
         return
     while True:
@@ -426,6 +427,7 @@ class _Worker:
         self.results = Connection(result_read, writable=False)
         self.clip: Clip | None = None
         self.started = 0.0
+        self.ready = False  # set when the worker says it has imported the decoders
         try:
             self.tasks.send(settings)
         except (BrokenPipeError, OSError):
@@ -478,49 +480,57 @@ def _run_pool(
     pending = deque(clips)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     workers = [_Worker(settings) for _ in range(min(config.workers, len(clips)))]
-    try:
+    start_failures = 0
 
-        def feed(index: int) -> None:
-            """Give worker ``index`` the next clip, replacing it if it died idle."""
-            failures = 0
-            while pending and workers[index].clip is None:
-                clip = pending.popleft()
-                if workers[index].assign(clip):
-                    return
+    def replace(index: int) -> None:
+        workers[index].stop(kill=True)
+        workers[index] = _Worker(settings)
+
+    def feed(index: int) -> None:
+        """Give worker ``index`` the next clip if it is ready and idle."""
+        worker = workers[index]
+        if worker.ready and worker.clip is None and pending:
+            clip = pending.popleft()
+            if not worker.assign(clip):  # died while idle: the clip goes back
                 pending.appendleft(clip)
-                workers[index].stop(kill=True)
-                failures += 1
-                if failures >= 3:
-                    raise RuntimeError(
-                        "extract worker processes die on start; see "
-                        f"{config.output_dir / 'extract_workers.log'}"
-                    )
-                workers[index] = _Worker(settings)
+                replace(index)
 
+    try:
         while pending or any(w.clip is not None for w in workers):
             for index in range(len(workers)):
                 feed(index)
-            busy = [w for w in workers if w.clip is not None]
+            watched = [w for w in workers if w.clip is not None or not w.ready]
             now = time.monotonic()
-            deadline = min(w.started + config.timeout for w in busy)
-            # A worker that dies closes its result pipe, so EOF there also means "died".
-            ready = set(wait([w.results for w in busy], timeout=max(deadline - now, 0.0)))
+            deadlines = [w.started + config.timeout for w in workers if w.clip is not None]
+            wait_for = max(min(deadlines) - now, 0.0) if deadlines else None
+            # A worker that dies closes its result pipe: EOF there means "died".
+            ready = set(wait([w.results for w in watched], timeout=wait_for))
             now = time.monotonic()
             for index, worker in enumerate(workers):
                 clip = worker.clip
-                if clip is None:
-                    continue
-                lost: dict[str, Any] | None = None
                 if worker.results in ready:
                     try:
-                        if worker.results.poll():
-                            record = worker.results.recv()
-                            worker.clip = None
-                            feed(index)  # keep the worker busy while the record is written
-                            emit(record)
-                            continue
+                        message = worker.results.recv()
                     except (EOFError, OSError):
-                        pass
+                        message = None
+                    if message == "ready":
+                        worker.ready = True
+                        start_failures = 0
+                        continue
+                    if message is not None:
+                        worker.clip = None
+                        feed(index)  # keep the worker busy while the record is written
+                        emit(message)
+                        continue
+                    if clip is None:  # died before taking a clip
+                        start_failures += 1
+                        if start_failures >= 3:
+                            raise RuntimeError(
+                                "extract worker processes die on start; see "
+                                f"{config.output_dir / 'extract_workers.log'}"
+                            )
+                        replace(index)
+                        continue
                     try:
                         code = worker.process.wait(timeout=5)
                     except Exception:  # noqa: BLE001 - still alive after closing its pipe
@@ -532,7 +542,7 @@ def _run_pool(
                         "the file likely crashes the decoder: try another --decoder or re-download it",
                         now - worker.started,
                     )
-                elif now - worker.started >= config.timeout:
+                elif clip is not None and now - worker.started >= config.timeout:
                     lost = _lost_record(
                         clip,
                         "timeout",
@@ -540,14 +550,14 @@ def _run_pool(
                         "the process was killed (raise --timeout for long clips)",
                         now - worker.started,
                     )
-                if lost is not None:
-                    log.warning("%s: %s", clip.clip_id, lost["error"])
-                    worker.stop(kill=True)
-                    emit(lost)
-                    workers[index] = _Worker(settings)
+                else:
+                    continue
+                log.warning("%s: %s", clip.clip_id, lost["error"])
+                replace(index)
+                emit(lost)
     finally:
         for worker in workers:
-            worker.stop(kill=worker.clip is not None)
+            worker.stop(kill=worker.clip is not None or not worker.ready)
 
 
 def _describe_exit(code: int | None) -> str:
