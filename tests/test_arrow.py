@@ -185,3 +185,43 @@ def test_bench_arrow_quick_mode_builds_and_checks_every_method():
     )
     assert results["kprep arrow MB"] > 0
     assert sum(results["build_manifest e2e"]["splits"].values()) == 40
+
+
+def test_trl_vision_sft_trains_on_the_arrow_dataset(fresh_root, tmp_path):
+    """TRL's SFTTrainer takes the split as is (messages + images) and feeds the frames to Gemma 4."""
+    pytest.importorskip("trl", reason="TRL is in the [dev] extra")
+    import datasets
+    import torch
+    from transformers import AutoProcessor, Gemma4ForConditionalGeneration
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer.tiny import tiny_model_path
+
+    arrow = build(fresh_root, "--val-fraction", "0.3")
+    train = datasets.load_from_disk(str(arrow))["train"]
+    model = Gemma4ForConditionalGeneration.from_pretrained(tiny_model_path(), dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(tiny_model_path())
+    seen: list[tuple[int, ...]] = []
+
+    def record(module, args, kwargs):
+        if kwargs.get("pixel_values") is not None:
+            seen.append(tuple(kwargs["pixel_values"].shape))
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        max_length=None,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=processor)
+    result = trainer.train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+    assert len(seen) == 2 and all(shape[0] == 2 * 4 for shape in seen)  # 4 frames per sample
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
