@@ -103,6 +103,7 @@ def rows_table(
     """One chunk of samples as a pyarrow Table in ``schema`` (column by column)."""
     import pyarrow as pa
 
+    image_column: list[list[dict[str, Any]]]
     if images == "embed":
         image_column = [
             [
@@ -113,7 +114,7 @@ def rows_table(
         ]
     else:
         image_column = [[{"bytes": None, "path": f} for f in s.image_files] for s in rows]
-    columns = {
+    columns: dict[str, list[Any]] = {
         "id": [s.id for s in rows],
         "messages": [_trl_messages(s) for s in rows],
         "images": image_column,
@@ -172,7 +173,7 @@ def _write_split(
         shard.rename(split_dir / name)
         names.append(name)
     info.write_to_directory(str(split_dir))
-    state = {
+    state: dict[str, Any] = {
         "_data_files": [{"filename": name} for name in names],
         "_fingerprint": digest.hexdigest(),
         "_format_columns": None,

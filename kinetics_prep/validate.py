@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -91,7 +91,7 @@ class _Item:
     split: str | None
     label: str | None
     answer: str
-    images: list[tuple[str, Callable[[], Any]]]  # (name for messages, opener -> bytes/path)
+    images: list[tuple[str, bytes | Path]]  # (name as stored, embedded bytes or file path)
     placeholders: int
     video: str | None
     frame_indices: list[int] | None
@@ -145,7 +145,7 @@ def _json_items(path: Path, root: Path) -> Iterator[_Item | Problem]:
             split=entry.get("split"),
             label=entry.get("label"),
             answer=text_of(messages[-1]),
-            images=[(name, lambda name=name: _resolve(root, name)) for name in images],
+            images=[(name, _resolve(root, name)) for name in images],
             placeholders=len(images),
             video=videos[0] if videos else None,
             frame_indices=entry.get("frame_indices"),
@@ -180,9 +180,9 @@ def _arrow_items(path: Path) -> Iterator[_Item | Problem]:
             for image in row["images"] or []:
                 name = image.get("path") or "<embedded>"
                 if image.get("bytes"):
-                    images.append((name, lambda data=image["bytes"]: data))
+                    images.append((name, image["bytes"]))
                 else:
-                    images.append((name, lambda name=name: _resolve(path.parent, name)))
+                    images.append((name, _resolve(path.parent, name)))
             label = row.get("label")
             yield _Item(
                 id=sample_id,
@@ -288,13 +288,13 @@ def validate_dataset(
                     Problem(UNKNOWN_LABEL, item.id, f"label {item.label!r} not in {map_path}")
                 )
             elif template and item.label is not None:
-                expected = template.format(label=item.label)
-                if item.answer != expected:
+                wanted = template.format(label=item.label)
+                if item.answer != wanted:
                     problems.append(
                         Problem(
                             ANSWER_MISMATCH,
                             item.id,
-                            f"answer {item.answer!r}, expected {expected!r}",
+                            f"answer {item.answer!r}, expected {wanted!r}",
                         )
                     )
             elif template and item.label is None and item.answer not in answers:
@@ -313,9 +313,8 @@ def validate_dataset(
                     f"{item.placeholders} image placeholders but {len(item.images)} images",
                 )
             )
-        for name, opener in item.images:
+        for name, source in item.images:
             report.files_checked += 1
-            source = opener()
             if isinstance(source, Path) and not source.is_file():
                 problems.append(Problem(MISSING_FILE, item.id, f"{source} not found"))
                 continue
@@ -343,7 +342,9 @@ def validate_dataset(
                 problems.append(
                     Problem(FRAME_ORDER, item.id, "frame numbers / frame_indices do not increase")
                 )
-    expected = num_frames or (frame_counts.most_common(1)[0][0] if frame_counts else None)
+    expected: int | None = num_frames or (
+        frame_counts.most_common(1)[0][0] if frame_counts else None
+    )
     report.expected_frames = expected
     for item in image_items:
         if len(item.images) != expected:
