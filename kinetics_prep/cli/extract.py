@@ -114,7 +114,7 @@ def extract(
             fail(f"{error}")
         raise
 
-    table = Table(title=f"kprep extract: {summary.records_path}", show_lines=False)
+    table = Table(title="kprep extract", show_lines=False)
     table.add_column("clips")
     table.add_column("count", justify="right")
     table.add_row("found under --clips", str(summary.found))
@@ -129,3 +129,4 @@ def extract(
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     table.caption = f"{summary.processed} clips in {summary.seconds:.1f} s ({rate:.1f} clips/s)"
     console.print(table)
+    console.print(f"records: {summary.records_path}", highlight=False, soft_wrap=True)
