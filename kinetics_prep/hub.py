@@ -278,9 +278,15 @@ def stage_upload(
     data_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedUpload(folder=out)
     for split, ds in dd.items():
-        staged.files += _write_shards(
-            ds, split=split, data_dir=data_dir, max_shard_bytes=max_shard_bytes
-        )
+        try:
+            staged.files += _write_shards(
+                ds, split=split, data_dir=data_dir, max_shard_bytes=max_shard_bytes
+            )
+        except OSError as error:  # a paths-mode frame that is gone
+            raise HubError(
+                f"cannot embed the {split} images ({error}); run `kprep validate "
+                f"{dataset_dir}` and rebuild the dataset"
+            ) from None
         staged.splits[split] = len(ds)
     staged.bytes = sum(p.stat().st_size for p in staged.files)
     card = dataset_card(

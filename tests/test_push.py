@@ -187,3 +187,13 @@ def test_card_counts_come_from_the_build_report(arrow, tmp_path):
     text = (out / "README.md").read_text()
     for reason, count in report["left_out"].items():
         assert f"| {reason} | {count} |" in text
+
+
+def test_missing_frame_in_paths_mode_is_a_one_line_error(arrow, tmp_path):
+    import datasets
+
+    ds = datasets.load_from_disk(str(arrow))["train"]
+    Path(ds.with_format("arrow")["images"].to_pylist()[0][0]["path"]).unlink()
+    result = invoke("push", arrow, "me/x", "--dry-run", tmp_path / "u", ok=False)
+    assert result.exit_code == 2
+    assert "cannot embed the train images" in result.output and "kprep validate" in result.output
