@@ -29,7 +29,17 @@ class RecordWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A killed run can leave a half-written last line: end it so the next
+        # record starts on a line of its own (readers skip the broken one).
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                needs_newline = existing.read(1) != b"\n"
+        else:
+            needs_newline = False
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if needs_newline:
+            self._file.write("\n")
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
