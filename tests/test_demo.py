@@ -16,9 +16,8 @@ from kinetics_prep.demo_clips import (
 
 
 def _centroid(frame: np.ndarray) -> tuple[float, float]:
-    """(x, y) centre of the bright shape (brighter than any background)."""
-    gray = frame.astype(float).mean(axis=2)
-    ys, xs = np.nonzero(gray > 120)
+    """(x, y) centre of the shape (its blue channel is far above the background's)."""
+    ys, xs = np.nonzero(frame[..., 2].astype(float) > 120)
     return float(xs.mean()), float(ys.mean())
 
 

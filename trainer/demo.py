@@ -80,6 +80,7 @@ class DemoConfig:
     torch_threads: int | None = 1  # tiny ops: 1 thread is ~8x faster than 2 on a busy 2-core box
     seed: int = 0
     max_eval_samples: int | None = None
+    answer_template: str = "The video shows {label}."
 
     def __post_init__(self) -> None:
         problems = []
@@ -219,7 +220,11 @@ def run_demo(
     manifest = data / f"{DEMO_STEM}.json"
     built = build_manifest(
         ManifestConfig(
-            frames_dir=data, output=manifest, val_fraction=config.val_fraction, seed=config.seed
+            frames_dir=data,
+            output=manifest,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            answer_template=config.answer_template,
         )
     )
     seconds["manifest"] = time.time() - t
