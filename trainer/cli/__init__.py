@@ -6,10 +6,14 @@ never imports the trainer. Training commands import torch inside their bodies.
 
 from __future__ import annotations
 
+import importlib
+
 from kinetics_prep.cli import app
-from trainer.cli import demo as _demo  # noqa: E402,F401
-from trainer.cli import evaluate as _evaluate  # noqa: E402,F401
-from trainer.cli import train as _train  # noqa: E402,F401
+
+# Each module registers its commands on `app`; this order is the order of
+# `kprep --help` (pipeline order: train, eval/predict/merge, demo).
+for _module in ("train", "evaluate", "demo"):
+    importlib.import_module(f"trainer.cli.{_module}")
 
 
 def main() -> None:
