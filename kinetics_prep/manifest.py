@@ -391,9 +391,10 @@ def _dump(entries: Sequence[Mapping[str, Any]]) -> str:
 
 def write_label_map(path: Path, labels: Sequence[str], answer_template: str) -> list[str]:
     """Keep an existing map's id order, append new labels sorted, record the template."""
-    from kinetics_prep.annotations import atomic_write_text, write_label_map
+    from kinetics_prep.annotations import atomic_write_text
+    from kinetics_prep.annotations import write_label_map as merge_labels
 
-    order = write_label_map(path, labels)
+    order = merge_labels(path, labels)
     payload = json.loads(path.read_text(encoding="utf-8"))
     payload["answer_template"] = answer_template
     atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
@@ -453,6 +454,11 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
     if config.val_fraction > 0:
         for name, rows in by_split.items():
             summary.outputs.append(atomic_write_text(config.split_path(name), render(rows)))
+    else:  # split files of an earlier build would no longer match the manifest
+        for name in SPLITS:
+            if config.split_path(name).is_file():
+                config.split_path(name).unlink()
+                log.info("removed stale %s", config.split_path(name))
     summary.labels = write_label_map(
         config.label_map_path, sorted(summary.per_label), config.answer_template
     )

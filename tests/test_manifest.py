@@ -152,6 +152,11 @@ def test_val_split_is_grouped_by_youtube_video_and_deterministic(fresh_root):
     first = {e["id"]: e["split"] for e in everything}
     build(fresh_root, "--val-fraction", "0.4", "--seed", "7", "--no-arrow")
     assert {e["id"]: e["split"] for e in json.loads(manifest.read_text())} == first
+    # a rebuild without a split removes the now stale split files
+    build(fresh_root, "--no-arrow")
+    assert not (fresh_root / "kinetic_3K.train.json").exists()
+    assert not (fresh_root / "kinetic_3K.validation.json").exists()
+    assert {e["split"] for e in json.loads(manifest.read_text())} == {"train"}
 
 
 def test_llava_export(fresh_root):
