@@ -1,7 +1,6 @@
 """Synthetic clips whose class can only be read from frame order (the CPU demo).
 
-A blue-white shape moves in a straight line across a background whose red
-grows to the right and green downwards (a scene lit unevenly). The class is
+A bright square moves in a straight line across a dark background. The class is
 the direction: ``moving left``, ``moving right``, ``moving up`` or ``moving
 down``. Each clip played backwards is a clip of another class (left <-> right,
 up <-> down), so a model that ignores frame order cannot beat 50%, and the same
@@ -12,9 +11,9 @@ held-out clips with their frames reversed should be almost always wrong::
     (16, (64, 64, 3))
 
 Clips are written one folder per class (``OUT/moving left/moving_left_0000.mp4``),
-the Kinetics layout ``kprep extract`` takes labels from. Start point, travel
-and the position across the motion are drawn per clip from a seeded generator,
-so the same seed writes the same clips.
+the Kinetics layout ``kprep extract`` takes labels from. Size, colours, start
+point, travel and the position across the motion are drawn per clip from a
+seeded generator, so the same seed writes the same clips.
 """
 
 from __future__ import annotations
@@ -62,10 +61,11 @@ def moving_shape_frames(
 ) -> list[np.ndarray]:
     """RGB frames (size, size, 3) of one shape moving in the direction ``label`` names.
 
-    The shape (a blue-white disc, a fifth of the side across) travels at least
-    half of the frame between the first and the last frame, in a straight line
-    at constant speed; its start, travel and offset across the motion are drawn
-    from ``rng``. Pass ``rng`` to draw from a shared generator, or ``seed`` for one clip.
+    A bright square (1/6 to 1/4 of the side, colour 128-255 per channel) on a
+    dark background (0-59) travels at least a third of the frame between the
+    first and the last frame, in a straight line at constant speed; its size,
+    colours, start, travel and offset across the motion are drawn from ``rng``.
+    Pass ``rng`` to draw from a shared generator, or ``seed`` for one clip.
     """
     if label not in DEMO_DIRECTIONS:
         raise ValueError(f"label ({label!r}) must be one of {', '.join(DEMO_CLASSES)}")
@@ -75,27 +75,14 @@ def moving_shape_frames(
         raise ValueError(f"size ({size}) must be >= 24 pixels")
     rng = rng if rng is not None else np.random.default_rng(seed)
     dx, dy = DEMO_DIRECTIONS[label]
-    side = size // 5
+    side = int(rng.integers(size // 6, size // 4 + 1))
     room = size - side
-    travel = int(rng.integers(size // 2, room + 1))
+    travel = int(rng.integers(size // 3, room + 1))
     start = int(rng.integers(0, room - travel + 1))
     across = int(rng.integers(0, room + 1))
-    # A blue-white disc over a scene lit unevenly: red grows to the right, green
-    # downwards. Covering brighter or darker background changes the frame's mean
-    # colour linearly with the disc's position, a cue a tiny random model's
-    # features already carry (a linear probe on them reads the direction).
-    colour = np.array([80, 80, 230], dtype=np.float32)
-    base = np.array([0, 0, 20], dtype=np.float32)
-    ramp = np.linspace(0.0, 150.0, size, dtype=np.float32)
-    background = np.empty((size, size, 3), dtype=np.float32)
-    background[..., 0] = base[0] + ramp[None, :]
-    background[..., 1] = base[1] + ramp[:, None]
-    background[..., 2] = base[2]
-    background = background.clip(0, 255).astype(np.uint8)
-    colour = colour.astype(np.uint8)
-    ys, xs = np.mgrid[0:side, 0:side]
-    centre = (side - 1) / 2
-    mask = (ys - centre) ** 2 + (xs - centre) ** 2 <= (side / 2) ** 2
+    colour = rng.integers(128, 256, size=3).astype(np.uint8)
+    background = np.empty((size, size, 3), dtype=np.uint8)
+    background[:] = rng.integers(0, 60, size=3).astype(np.uint8)
     frames = []
     for k in range(num_frames):
         along = start + travel * k / (num_frames - 1)
@@ -104,8 +91,7 @@ def moving_shape_frames(
         x, y = (along, across) if dx else (across, along)
         x, y = int(round(x)), int(round(y))
         frame = background.copy()
-        patch = frame[y : y + side, x : x + side]
-        patch[mask] = colour
+        frame[y : y + side, x : x + side] = colour
         frames.append(frame)
     return frames
 

@@ -16,8 +16,8 @@ from kinetics_prep.demo_clips import (
 
 
 def _centroid(frame: np.ndarray) -> tuple[float, float]:
-    """(x, y) centre of the shape (its blue channel is far above the background's)."""
-    ys, xs = np.nonzero(frame[..., 2].astype(float) > 120)
+    """(x, y) centre of the square (brighter than any background)."""
+    ys, xs = np.nonzero(frame.astype(float).mean(axis=2) > 100)
     return float(xs.mean()), float(ys.mean())
 
 
@@ -29,7 +29,7 @@ def test_shape_moves_in_the_named_direction(label, axis, sign):
     for seed in range(20):
         frames = moving_shape_frames(label, num_frames=16, size=64, seed=seed)
         first, last = _centroid(frames[0]), _centroid(frames[-1])
-        assert sign * (last[axis] - first[axis]) >= 64 / 2 - 1  # travels half the frame
+        assert sign * (last[axis] - first[axis]) >= 64 // 3 - 1  # travels a third of the frame
         assert abs(last[1 - axis] - first[1 - axis]) < 1e-6  # and only along its axis
         steps = [_centroid(f)[axis] for f in frames]
         assert all(sign * (b - a) >= 0 for a, b in zip(steps, steps[1:], strict=False))  # monotone

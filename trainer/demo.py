@@ -71,7 +71,7 @@ class DemoConfig:
     clip_size: int = 64
     clip_frames: int = 16
     frame_size: int = 32
-    max_steps: int = 600
+    max_steps: int = 1200
     batch_size: int = 8
     learning_rate: float = 1e-3
     projector_lr: float = 1e-3

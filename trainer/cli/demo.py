@@ -18,7 +18,7 @@ def demo(
     clips_per_class: int = typer.Option(
         125, "--clips-per-class", help="Synthetic clips per class."
     ),
-    max_steps: int = typer.Option(600, "--max-steps", help="Training steps (batch 8)."),
+    max_steps: int = typer.Option(1200, "--max-steps", help="Training steps (batch 8)."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Text model learning rate."),
     workers: int = typer.Option(2, "--workers", help="Extract worker processes."),
     torch_threads: int = typer.Option(
