@@ -28,7 +28,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.conversation import media_paths, text_of
+from kinetics_prep.conversation import LLAVA_IMAGE_TOKEN, media_paths, text_of
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ def _json_items(path: Path, root: Path) -> Iterator[_Item | Problem]:
         raise ValidationError(f"{path} must hold a JSON list of samples (kprep build-manifest)")
     for index, entry in enumerate(entries):
         sample_id = str(entry.get("id", index)) if isinstance(entry, dict) else str(index)
+        if isinstance(entry, dict) and "conversations" in entry and "messages" not in entry:
+            yield _llava_item(entry, sample_id, root)
+            continue
         messages = entry.get("messages") if isinstance(entry, dict) else None
         if (
             not isinstance(messages, list)
@@ -151,6 +154,32 @@ def _json_items(path: Path, root: Path) -> Iterator[_Item | Problem]:
             frame_indices=entry.get("frame_indices"),
             youtube_id=entry.get("youtube_id"),
         )
+
+
+def _llava_item(entry: dict[str, Any], sample_id: str, root: Path) -> _Item | Problem:
+    """A ``--format llava`` entry: ``image`` list / ``video`` + ``conversations``."""
+    turns = entry.get("conversations")
+    if (
+        not isinstance(turns, list)
+        or len(turns) < 2
+        or not all(isinstance(t, dict) for t in turns)
+        or turns[-1].get("from") != "gpt"
+    ):
+        return Problem(BAD_MESSAGES, sample_id, "'conversations' must be human turn(s) then gpt")
+    images = entry.get("image") or []
+    images = [images] if isinstance(images, str) else list(images)
+    prompt = "".join(str(t.get("value", "")) for t in turns[:-1])
+    return _Item(
+        id=sample_id,
+        split=entry.get("split"),
+        label=entry.get("label"),
+        answer=str(turns[-1].get("value") or ""),
+        images=[(name, _resolve(root, name)) for name in images],
+        placeholders=prompt.count(LLAVA_IMAGE_TOKEN),
+        video=entry.get("video"),
+        frame_indices=entry.get("frame_indices"),
+        youtube_id=entry.get("youtube_id"),
+    )
 
 
 def _arrow_items(path: Path) -> Iterator[_Item | Problem]:

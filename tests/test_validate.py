@@ -159,3 +159,18 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path, content, message):
     (tmp_path / "empty_arrow").mkdir()
     result = invoke("validate", tmp_path / "empty_arrow", ok=False)
     assert result.exit_code == 2 and "not a saved Arrow dataset" in " ".join(result.output.split())
+
+
+def test_llava_export_is_validated_too(fresh_root):
+    out = fresh_root / "llava.json"
+    invoke("build-manifest", "--frames-dir", fresh_root, "--output", out, "--format", "llava")
+    code, report = check(out)
+    assert code == 0 and report["samples"] == OK_CLIPS and report["files_checked"] == 4 * OK_CLIPS
+    entries = json.loads(out.read_text())
+    entries[0]["conversations"][0]["value"] = entries[0]["conversations"][0]["value"][8:]
+    (fresh_root / entries[1]["image"][0]).unlink()
+    entries[2]["conversations"] = [{"from": "human", "value": "<image>"}]
+    out.write_text(json.dumps(entries))
+    code, report = check(out)
+    assert code == 1
+    assert report["counts"] == {v.MEDIA_MISMATCH: 1, v.MISSING_FILE: 1, v.BAD_MESSAGES: 1}
