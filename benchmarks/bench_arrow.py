@@ -206,22 +206,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         jpegs = make_jpegs(work / "jpegs")
         small = make_samples(args.baseline_rows, jpegs, labels)
         results: dict[str, Any] = {"baseline_rows": args.baseline_rows, "rows": args.rows}
+        raw: dict[str, float] = {}
         for name, method in [
             ("kprep", run_kprep),
             ("from_list+save_to_disk", run_from_list),
             ("from_generator+save_to_disk", run_from_generator),
         ]:
             out = work / f"{name}_small"
-            seconds = method(small, labels, out)
+            raw[name] = method(small, labels, out)
             check(out, len(small))
-            results[f"{name} @{args.baseline_rows}"] = round(seconds, 2)
+            results[f"{name} @{args.baseline_rows}"] = round(raw[name], 3)
             shutil.rmtree(out)
-        base = results[f"kprep @{args.baseline_rows}"]
         for name in ("from_list+save_to_disk", "from_generator+save_to_disk"):
-            results[f"speedup vs {name}"] = round(
-                results[f"{name} @{args.baseline_rows}"] / base, 1
-            )
-            per_row = results[f"{name} @{args.baseline_rows}"] / args.baseline_rows
+            results[f"speedup vs {name}"] = round(raw[name] / raw["kprep"], 1)
+            per_row = raw[name] / args.baseline_rows
             results[f"{name} extrapolated @{args.rows} (min)"] = round(per_row * args.rows / 60, 1)
         del small
         big = make_samples(args.rows, jpegs, labels)
