@@ -76,6 +76,7 @@ class DemoConfig:
     learning_rate: float = 1e-3
     projector_lr: float = 1e-3
     warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"  # the plateau broke as the lr decayed through ~6e-4
     workers: int = 2
     torch_threads: int | None = 1  # tiny ops: 1 thread is ~8x faster than 2 on a busy 2-core box
     seed: int = 0
@@ -254,7 +255,7 @@ def run_demo(
             projector_lr=config.projector_lr,
             use_lora=False,
             optim="adamw_torch",
-            lr_scheduler_type="cosine",
+            lr_scheduler_type=config.lr_scheduler,
             warmup_ratio=config.warmup_ratio,
             bf16=False,
             gradient_checkpointing=False,
