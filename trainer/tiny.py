@@ -200,6 +200,19 @@ def _build_tokenizer(vocab_size: int):
     return tokenizer
 
 
+def _special_token_config(ids: dict[str, int]) -> dict[str, int]:
+    """Gemma4Config's special-token fields from the tokenizer's token ids."""
+    return {
+        "boi_token_id": ids["boi_token"],
+        "eoi_token_id": ids["eoi_token"],
+        "image_token_id": ids["image_token"],
+        "video_token_id": ids["video_token"],
+        "boa_token_id": ids["boa_token"],
+        "eoa_token_index": ids["eoa_token"],
+        "audio_token_id": ids["audio_token"],
+    }
+
+
 def build_tiny_gemma4(
     output_dir: str | Path,
     *,
@@ -249,13 +262,7 @@ def build_tiny_gemma4(
         text_config=text,
         vision_config=vision,
         audio_config=None,
-        boi_token_id=ids["boi_token"],
-        eoi_token_id=ids["eoi_token"],
-        image_token_id=ids["image_token"],
-        video_token_id=ids["video_token"],
-        boa_token_id=ids["boa_token"],
-        eoa_token_index=ids["eoa_token"],
-        audio_token_id=ids["audio_token"],
+        **_special_token_config(ids),
     )
     torch.manual_seed(seed)
     model = Gemma4ForConditionalGeneration(config).eval()
@@ -424,11 +431,5 @@ def e4b_shaped_config(tokenizer=None):
         ),
         vision_config=dict(E4B_VISION_CONFIG),
         audio_config=None,
-        boi_token_id=ids["boi_token"],
-        eoi_token_id=ids["eoi_token"],
-        image_token_id=ids["image_token"],
-        video_token_id=ids["video_token"],
-        boa_token_id=ids["boa_token"],
-        eoa_token_index=ids["eoa_token"],
-        audio_token_id=ids["audio_token"],
+        **_special_token_config(ids),
     )
