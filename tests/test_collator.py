@@ -13,16 +13,7 @@ from trainer.data import ConversationDataset, load_samples  # noqa: E402
 from trainer.model import load_processor  # noqa: E402
 from trainer.tiny import tiny_model_path, write_synthetic_manifest  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a small shared CPU run far faster on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
