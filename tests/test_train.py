@@ -456,3 +456,45 @@ def test_recipe_on_gpu_uses_bf16_and_paged_8bit_adamw(manifest, tmp_path):
     assert summary["effective"]["device"] == "cuda" and summary["effective"]["bf16"] is True
     assert summary["effective"]["optimizer_class"].startswith("bitsandbytes.optim")
     assert summary["final_loss"] > 0
+
+
+def test_embedding_lr_trains_only_the_embeddings_when_the_text_layers_are_frozen(
+    manifest, tmp_path
+):
+    """--no-use-lora --learning-rate 0 --embedding-lr X: token embeddings (tied LM head)
+    and the projector train in their own groups; every text layer stays as it was."""
+    from transformers import Gemma4ForConditionalGeneration
+
+    from trainer.train import train
+
+    out = tmp_path / "emb"
+    summary = train(
+        _config(
+            manifest,
+            out,
+            max_steps=2,
+            use_lora=False,
+            optim="adamw_torch",
+            learning_rate=0.0,
+            embedding_lr=3e-3,
+            projector_lr=1e-3,
+            save_steps=10,
+        )
+    )
+    assert summary["effective"]["param_groups"] == {"embeddings": 3e-3, "projector": 1e-3}
+    before = _base_state()
+    after = Gemma4ForConditionalGeneration.from_pretrained(str(out)).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.endswith("embed_tokens.weight") for k in changed)
+    assert any("embed_vision" in k for k in changed)
+    assert not any(".language_model.layers." in k for k in changed)
+    assert not any("vision_tower" in k for k in changed)
+
+
+def test_embedding_lr_with_lora_or_with_nothing_to_train_fails_in_one_line(manifest, tmp_path):
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--embedding-lr .* needs --no-use-lora"):
+        _config(manifest, tmp_path / "a", embedding_lr=1e-3)
+    with pytest.raises(ConfigError, match="--learning-rate .* nothing would train"):
+        _config(manifest, tmp_path / "b", use_lora=False, learning_rate=0.0, embedding_lr=0.0)

@@ -79,7 +79,11 @@ class TrainConfig:
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use --num-train-epochs).")
     per_device_train_batch_size: int = _f(1, "Samples per device per micro-step.")
     gradient_accumulation_steps: int = _f(8, "Micro-steps per optimizer step.")
-    learning_rate: float = _f(2e-4, "Peak learning rate of the LoRA / text parameters.")
+    learning_rate: float = _f(
+        2e-4,
+        "Peak learning rate of the LoRA / text parameters (--no-use-lora: 0 freezes the text "
+        "layers, e.g. to train only --embedding-lr / --projector-lr).",
+    )
     lr_scheduler_type: str = _f("cosine", f"LR schedule: {', '.join(SCHEDULERS)}.")
     warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming up the LR.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
@@ -103,6 +107,12 @@ class TrainConfig:
     )
     projector_lr: float = _f(
         0.0, "> 0 unfreezes the vision->text projector with this learning rate (own group)."
+    )
+    embedding_lr: float | None = _f(
+        None,
+        "--no-use-lora: learning rate of the token embeddings (embed_tokens, "
+        "embed_tokens_per_layer; the LM head is tied to them), own group; default "
+        "--learning-rate, 0 freezes them. LoRA keeps them frozen.",
     )
     # --- inputs -----------------------------------------------------------------------
     max_soft_tokens: int | None = _f(
@@ -160,7 +170,25 @@ class TrainConfig:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r"):
             need(getattr(self, name) >= 1, name, "must be >= 1")
         need(self.lora_alpha >= 1, "lora_alpha", "must be >= 1")
-        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        if self.use_lora:
+            need(self.learning_rate > 0, "learning_rate", "must be > 0 with LoRA")
+        else:
+            need(self.learning_rate >= 0, "learning_rate", "must be >= 0")
+        if self.embedding_lr is not None:
+            need(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
+            need(
+                not self.use_lora or self.embedding_lr == 0,
+                "embedding_lr",
+                "needs --no-use-lora (LoRA keeps the embeddings frozen)",
+            )
+        if not self.use_lora:
+            emb = self.learning_rate if self.embedding_lr is None else self.embedding_lr
+            need(
+                max(self.learning_rate, emb, self.image_encoder_lr, self.projector_lr) > 0,
+                "learning_rate",
+                "is 0 and so are --embedding-lr, --image-encoder-lr and --projector-lr: "
+                "nothing would train",
+            )
         need(
             self.lr_scheduler_type in SCHEDULERS,
             "lr_scheduler_type",

@@ -48,6 +48,19 @@ def part_of(name: str) -> str:
     return "text"
 
 
+EMBEDDING_PATTERN = re.compile(r"(^|\.)(embed_tokens|embed_tokens_per_layer|lm_head)\.")
+
+
+def is_embedding(name: str) -> bool:
+    """Token embeddings of the text model (and the LM head, tied to them in Gemma 4)."""
+    return part_of(name) == "text" and bool(EMBEDDING_PATTERN.search(name))
+
+
+def _embedding_lr(config) -> float:
+    lr = getattr(config, "embedding_lr", None)
+    return config.learning_rate if lr is None else lr
+
+
 def lora_target_names(model, pattern: str) -> list[str]:
     """Names of the ``nn.Linear`` modules whose full name matches ``pattern`` (as PEFT will)."""
     import torch
@@ -130,8 +143,9 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
     else:
         for name, param in model.named_parameters():
             part = part_of(name)
+            text_lr = _embedding_lr(config) if is_embedding(name) else config.learning_rate
             param.requires_grad = (
-                part == "text"
+                (part == "text" and text_lr > 0)
                 or (part == "vision" and train_vision)
                 or (part == "projector" and train_projector)
             )
@@ -159,7 +173,10 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
         )
     else:
         logger.info(
-            "full fine-tuning of the text model: %s trainable params", f"{info.trainable_params:,}"
+            "full fine-tuning (text layers lr %g, embeddings lr %g): %s trainable params",
+            config.learning_rate,
+            _embedding_lr(config),
+            f"{info.trainable_params:,}",
         )
     for part in ("vision", "projector"):
         logger.info("%s: %s", part, "training" if by_part.get(part) else "frozen")
@@ -174,16 +191,22 @@ def _strip_peft(name: str) -> str:
 
 
 def parameter_groups(model, config) -> list[dict[str, Any]]:
-    """Optimizer groups: text/LoRA at --learning-rate, vision and projector at their own rates."""
+    """Optimizer groups: text/LoRA at --learning-rate, embeddings, vision and projector at
+    their own rates (the embeddings group exists when --embedding-lr is set and full fine-tuning trains them)."""
     groups: dict[str, dict[str, Any]] = {
         "text": {"params": [], "lr": config.learning_rate, "name": "text"},
+        "embeddings": {"params": [], "lr": _embedding_lr(config), "name": "embeddings"},
         "vision": {"params": [], "lr": config.image_encoder_lr, "name": "vision"},
         "projector": {"params": [], "lr": config.projector_lr, "name": "projector"},
     }
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = part_of(_strip_peft(name))
+        bare = _strip_peft(name)
+        part = part_of(bare)
+        own_rate = getattr(config, "embedding_lr", None) is not None
+        if part == "text" and own_rate and not config.use_lora and is_embedding(bare):
+            part = "embeddings"
         groups["text" if part == "audio" else part]["params"].append(param)
     out = []
     for group in groups.values():
