@@ -62,8 +62,9 @@ def moving_shape_frames(
     """RGB frames (size, size, 3) of one shape moving in the direction ``label`` names.
 
     A bright square (1/6 to 1/4 of the side, colour 128-255 per channel) on a
-    dark background (0-59) travels at least a third of the frame between the
-    first and the last frame, in a straight line at constant speed; its size,
+    dark background (0-59) crosses the frame: it travels at least three quarters
+    of the free room (frame side minus square side) between the first and the
+    last frame, in a straight line at constant speed; its size,
     colours, start, travel and offset across the motion are drawn from ``rng``.
     Pass ``rng`` to draw from a shared generator, or ``seed`` for one clip.
     """
@@ -77,7 +78,7 @@ def moving_shape_frames(
     dx, dy = DEMO_DIRECTIONS[label]
     side = int(rng.integers(size // 6, size // 4 + 1))
     room = size - side
-    travel = int(rng.integers(size // 3, room + 1))
+    travel = int(rng.integers(3 * room // 4, room + 1))
     start = int(rng.integers(0, room - travel + 1))
     across = int(rng.integers(0, room + 1))
     colour = rng.integers(128, 256, size=3).astype(np.uint8)

@@ -18,8 +18,16 @@ def demo(
     clips_per_class: int = typer.Option(
         125, "--clips-per-class", help="Synthetic clips per class."
     ),
-    max_steps: int = typer.Option(1200, "--max-steps", help="Training steps (batch 8)."),
-    learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Text model learning rate."),
+    max_steps: int = typer.Option(1800, "--max-steps", help="Training steps (batch 8)."),
+    learning_rate: float = typer.Option(
+        0.0, "--learning-rate", help="Learning rate of the text layers (0: frozen)."
+    ),
+    embedding_lr: float = typer.Option(
+        1e-2, "--embedding-lr", help="Learning rate of the token embeddings (tied LM head)."
+    ),
+    projector_lr: float = typer.Option(
+        3e-3, "--projector-lr", help="Learning rate of the vision->text projector."
+    ),
     workers: int = typer.Option(2, "--workers", help="Extract worker processes."),
     torch_threads: int = typer.Option(
         1, "--torch-threads", help="CPU threads for torch (1 suits the tiny model best)."
@@ -51,6 +59,8 @@ def demo(
             clips_per_class=clips_per_class,
             max_steps=max_steps,
             learning_rate=learning_rate,
+            embedding_lr=embedding_lr,
+            projector_lr=projector_lr,
             workers=workers,
             torch_threads=torch_threads,
             seed=seed,
