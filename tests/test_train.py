@@ -43,6 +43,15 @@ def _config(data_path, output_dir, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _changed_weights(model_dir) -> set[str]:
+    """Names of the tiny base's weights that differ in the full model saved at ``model_dir``."""
+    from transformers import Gemma4ForConditionalGeneration
+
+    before = _base_state()
+    after = Gemma4ForConditionalGeneration.from_pretrained(str(model_dir)).state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
 def _base_state():
     from transformers import Gemma4ForConditionalGeneration
 
@@ -333,7 +342,6 @@ def test_arrow_dataset_split_trains(tmp_path):
 
 
 def test_full_fine_tune_and_vision_projector_learning_rates(manifest, tmp_path):
-    from transformers import Gemma4ForConditionalGeneration
 
     from trainer.train import train
 
@@ -354,9 +362,7 @@ def test_full_fine_tune_and_vision_projector_learning_rates(manifest, tmp_path):
         "projector",
     }
     assert summary["effective"]["param_groups"] == {"text": 2e-4, "projector": 1e-3}
-    before = _base_state()
-    after = Gemma4ForConditionalGeneration.from_pretrained(str(out)).state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = _changed_weights(out)
     assert any(".language_model.layers." in k for k in changed)
     assert any("embed_vision" in k for k in changed)
     assert not any("vision_tower" in k for k in changed)  # image_encoder_lr 0: frozen
@@ -463,7 +469,6 @@ def test_embedding_lr_trains_only_the_embeddings_when_the_text_layers_are_frozen
 ):
     """--no-use-lora --learning-rate 0 --embedding-lr X: token embeddings (tied LM head)
     and the projector train in their own groups; every text layer stays as it was."""
-    from transformers import Gemma4ForConditionalGeneration
 
     from trainer.train import train
 
@@ -482,9 +487,7 @@ def test_embedding_lr_trains_only_the_embeddings_when_the_text_layers_are_frozen
         )
     )
     assert summary["effective"]["param_groups"] == {"embeddings": 3e-3, "projector": 1e-3}
-    before = _base_state()
-    after = Gemma4ForConditionalGeneration.from_pretrained(str(out)).state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = _changed_weights(out)
     assert any(k.endswith("embed_tokens.weight") for k in changed)
     assert any("embed_vision" in k for k in changed)
     assert not any(".language_model.layers." in k for k in changed)

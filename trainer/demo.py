@@ -95,12 +95,14 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("clips_per_class", "max_steps", "batch_size", "workers", "clip_frames"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be >= 1")
-        for name in ("learning_rate", "embedding_lr", "projector_lr"):
-            if getattr(self, name) < 0:
-                problems.append(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be >= 0")
+        counts = ("clips_per_class", "max_steps", "batch_size", "workers", "clip_frames")
+        rates = ("learning_rate", "embedding_lr", "projector_lr")
+        minimums = {**dict.fromkeys(counts, 1), **dict.fromkeys(rates, 0)}
+        for name, least in minimums.items():
+            if getattr(self, name) < least:
+                problems.append(
+                    f"--{name.replace('_', '-')} ({getattr(self, name)}) must be >= {least}"
+                )
         if not 0 < self.val_fraction < 1:
             problems.append(f"--val-fraction ({self.val_fraction}) must be in (0, 1)")
         if self.frame_size % 8 or self.frame_size < 16:

@@ -57,8 +57,7 @@ def is_embedding(name: str) -> bool:
 
 
 def _embedding_lr(config) -> float:
-    lr = getattr(config, "embedding_lr", None)
-    return config.learning_rate if lr is None else lr
+    return config.learning_rate if config.embedding_lr is None else config.embedding_lr
 
 
 def lora_target_names(model, pattern: str) -> list[str]:
@@ -191,21 +190,21 @@ def _strip_peft(name: str) -> str:
 
 
 def parameter_groups(model, config) -> list[dict[str, Any]]:
-    """Optimizer groups: text/LoRA at --learning-rate, embeddings, vision and projector at
-    their own rates (the embeddings group exists when --embedding-lr is set and full fine-tuning trains them)."""
+    """Optimizer groups: text/LoRA at --learning-rate, vision and projector at their own
+    rates, and the embeddings at theirs when full fine-tuning sets --embedding-lr."""
     groups: dict[str, dict[str, Any]] = {
         "text": {"params": [], "lr": config.learning_rate, "name": "text"},
         "embeddings": {"params": [], "lr": _embedding_lr(config), "name": "embeddings"},
         "vision": {"params": [], "lr": config.image_encoder_lr, "name": "vision"},
         "projector": {"params": [], "lr": config.projector_lr, "name": "projector"},
     }
+    own_embedding_group = config.embedding_lr is not None and not config.use_lora
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         bare = _strip_peft(name)
         part = part_of(bare)
-        own_rate = getattr(config, "embedding_lr", None) is not None
-        if part == "text" and own_rate and not config.use_lora and is_embedding(bare):
+        if own_embedding_group and is_embedding(bare):
             part = "embeddings"
         groups["text" if part == "audio" else part]["params"].append(param)
     out = []
