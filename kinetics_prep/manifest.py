@@ -31,6 +31,7 @@ from typing import Any
 from kinetics_prep.conversation import answer_for, check_answer_template, choose_prompt
 from kinetics_prep.errors import ConversationError, ManifestError
 from kinetics_prep.fileio import atomic_write_json
+from kinetics_prep.paths import UnsafePathError, inside
 from kinetics_prep.schema import (
     CLIPS_DIR,
     DEFAULT_ANSWER_TEMPLATE,
@@ -294,7 +295,13 @@ def collect_samples(
             left_out[NO_LABEL] += 1
             continue
         names = record["frames"]
-        files = [os.path.normpath(os.path.join(frames_abs, name)) for name in names]
+        try:  # these files get embedded and may be pushed: never outside --frames-dir
+            files = [
+                os.path.normpath(inside(frames_abs, name, where=f"extract record {clip_id!r}"))
+                for name in names
+            ]
+        except UnsafePathError as error:
+            raise ManifestError(f"{error}; in {frames_dir}/{EXTRACT_RECORDS_NAME}") from None
         if not all(os.path.isfile(f) for f in files):
             left_out[FRAMES_MISSING] += 1
             continue

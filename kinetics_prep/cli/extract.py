@@ -65,6 +65,7 @@ def extract(
     )
     from rich.table import Table
 
+    from kinetics_prep.errors import ExtractError
     from kinetics_prep.extract import ExtractConfig, ExtractConfigError, extract_clips
 
     try:
@@ -105,7 +106,7 @@ def extract(
                 on_start=lambda total: progress.update(task, total=total),
                 on_record=lambda record: progress.advance(task),
             )
-    except ExtractConfigError as error:
+    except (ExtractConfigError, ExtractError) as error:
         fail(str(error))
     except Exception as error:  # annotation file problems and the like: one line, exit 2
         from kinetics_prep.annotations import AnnotationError
