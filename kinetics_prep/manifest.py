@@ -11,16 +11,22 @@ folder, joins optional annotation metadata on ``clip_id``, and writes, beside
 - ``<stem>.report.json``: what was built and what was left out, by reason.
 
 Clips that cannot become a sample (extract failed, frames gone, no label, ...)
-are counted by reason, never silently dropped and never a crash. Every file is
-written atomically, and nothing is written when no clip is usable.
+are counted by reason, never silently dropped and never a crash. The outputs
+are one set (:class:`kinetics_prep.outputs.OutputSet`): staged together and
+installed after one commit record, so a kill leaves the previous set or the
+new one. Only outputs an earlier build listed (or an Arrow folder with kprep's
+marker) are replaced; anything else is refused before any work. Nothing is
+written when no clip is usable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import posixpath
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,8 +37,10 @@ from typing import Any
 from kinetics_prep.conversation import answer_for, check_answer_template, choose_prompt
 from kinetics_prep.errors import ConversationError, ManifestError
 from kinetics_prep.fileio import atomic_write_json
+from kinetics_prep.outputs import OutputError, OutputSet, check_replaceable, recover_output_set
 from kinetics_prep.paths import UnsafePathError, inside
 from kinetics_prep.schema import (
+    BUILD_REPORT_NAME,
     CLIPS_DIR,
     DEFAULT_ANSWER_TEMPLATE,
     DEFAULT_MANIFEST,
@@ -341,11 +349,113 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
+def _check_outputs(config: ManifestConfig) -> set[str]:
+    """The files an earlier build listed as its outputs; refuse any other existing output.
+
+    kprep replaces only what it wrote (:mod:`kinetics_prep.outputs`): files named
+    in the previous ``<stem>.report.json``, an Arrow folder with kprep's marker.
+    ``label_map.json`` is merged (ids kept), never discarded, so it is always ours
+    to update.
+    """
+    owned: set[str] = set()
+    hint = "move it away, or pick another --output"
+    if config.report_path.exists():
+        try:
+            previous = json.loads(config.report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict) or not isinstance(previous.get("outputs"), list):
+            raise ManifestError(
+                f"{str(config.report_path)!r} exists and is not a kprep build report; "
+                f"refusing to replace it: {hint}"
+            )
+        owned = {os.path.abspath(p) for p in previous["outputs"] if isinstance(p, str)}
+    try:
+        check_replaceable(config.output, flag="--output", owned_files=owned, hint=hint)
+        if config.val_fraction > 0:
+            for name in SPLITS:
+                check_replaceable(
+                    config.split_path(name), flag="split file", owned_files=owned, hint=hint
+                )
+        if config.arrow:
+            check_replaceable(
+                config.arrow_dir,
+                flag="Arrow dataset folder",
+                legacy=(BUILD_REPORT_NAME,),
+                hint=f"{hint}, or pass --no-arrow",
+            )
+    except OutputError as error:
+        raise ManifestError(str(error)) from None
+    return owned
+
+
+def _write_outputs(
+    config: ManifestConfig,
+    outputs: OutputSet,
+    samples: list[Sample],
+    by_split: dict[str, list[Sample]],
+    summary: ManifestSummary,
+    owned: set[str],
+) -> None:
+    """Stage every output of one build in ``outputs`` (nothing current changes here)."""
+    write_manifest(outputs.stage(config.output), samples, format=config.format)
+    summary.outputs.append(config.output)
+    for name in SPLITS:
+        path = config.split_path(name)
+        if config.val_fraction > 0 and name in by_split:
+            write_manifest(outputs.stage(path), by_split[name], format=config.format)
+            summary.outputs.append(path)
+        elif path.is_file() and os.path.abspath(path) in owned:
+            outputs.remove(path)  # an earlier build's split no longer matches the manifest
+        elif path.exists():
+            log.warning("left %s alone: kprep did not write it", path)
+    label_map = outputs.stage(config.label_map_path)
+    if config.label_map_path.is_file():  # merged: existing ids keep their order
+        shutil.copyfile(config.label_map_path, label_map)
+    summary.labels = write_label_map(
+        label_map, sorted(summary.per_label), answer_template=config.answer_template
+    )
+    summary.outputs.append(config.label_map_path)
+
+    report = summary.to_json()
+    report["config"] = {
+        "frames_dir": str(config.frames_dir),
+        "annotations": str(config.annotations) if config.annotations else None,
+        "prompts": config.prompts,
+        "answer_template": config.answer_template,
+        "media": config.media,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "format": config.format,
+        "images": config.images if config.arrow else None,
+    }
+    if config.arrow:
+        from kinetics_prep.arrow import write_arrow_dataset
+
+        write_arrow_dataset(
+            by_split,
+            out_dir=outputs.stage(config.arrow_dir),
+            labels=summary.labels,
+            images=config.images,
+            image_root=config.image_root,
+            build_report=report,
+        )
+        summary.arrow_dir = config.arrow_dir
+        summary.outputs.append(config.arrow_dir)
+        report["arrow_dir"] = str(config.arrow_dir)
+    report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
+    atomic_write_json(outputs.stage(config.report_path), report)
+    summary.outputs.append(config.report_path)
+
+
 def build_manifest(config: ManifestConfig) -> ManifestSummary:
     """Build every output of ``kprep build-manifest``; see the module docstring."""
     from kinetics_prep.extract import read_extract_records
 
     started = time.monotonic()
+    if recover_output_set(config.image_root, config.stem) == "rolled forward":
+        log.warning("completed the outputs of a build-manifest run killed while installing them")
+    owned = _check_outputs(config)  # refuse before any work if an output is not ours
     records = read_extract_records(config.frames_dir)
     if not records:
         raise ManifestError(
@@ -386,51 +496,9 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
     summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
 
-    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
-    if config.val_fraction > 0:
-        for name, rows in by_split.items():
-            summary.outputs.append(
-                write_manifest(config.split_path(name), rows, format=config.format)
-            )
-    else:  # split files of an earlier build would no longer match the manifest
-        for name in SPLITS:
-            if config.split_path(name).is_file():
-                config.split_path(name).unlink()
-                log.info("removed stale %s", config.split_path(name))
-    summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
-    )
-    summary.outputs.append(config.label_map_path)
-
-    report = summary.to_json()
-    report["config"] = {
-        "frames_dir": str(config.frames_dir),
-        "annotations": str(config.annotations) if config.annotations else None,
-        "prompts": config.prompts,
-        "answer_template": config.answer_template,
-        "media": config.media,
-        "val_fraction": config.val_fraction,
-        "seed": config.seed,
-        "format": config.format,
-        "images": config.images if config.arrow else None,
-    }
-    if config.arrow:
-        from kinetics_prep.arrow import write_arrow_dataset
-
-        write_arrow_dataset(
-            by_split,
-            out_dir=config.arrow_dir,
-            labels=summary.labels,
-            images=config.images,
-            image_root=config.image_root,
-            build_report=report,
-        )
-        summary.arrow_dir = config.arrow_dir
-        summary.outputs.append(config.arrow_dir)
-        report["arrow_dir"] = str(config.arrow_dir)
-    report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
-    atomic_write_json(config.report_path, report)
-    summary.outputs.append(config.report_path)
+    with OutputSet(config.image_root, config.stem) as outputs:
+        _write_outputs(config, outputs, samples, by_split, summary, owned)
+        outputs.commit()  # all of them become current together
     summary.seconds = time.monotonic() - started
     log.info("built %d samples (%s) in %.1f s", summary.samples, summary.splits, summary.seconds)
     return summary
