@@ -132,3 +132,19 @@ def test_kprep_rebuilds_its_own_outputs(fresh_root):
     assert (fresh_root / f"{STEM}_arrow" / outputs.MARKER_NAME).is_file()
     report = json.loads((fresh_root / f"{STEM}.report.json").read_text())
     assert report["config"]["prompts"] == ["Again?"]
+
+
+def test_videos_outside_the_image_root_stay_references(fresh_root, tmp_path):
+    """--media video may point anywhere; the dataset and a push carry only the path."""
+    output = tmp_path / "elsewhere" / "m.json"
+    invoke("build-manifest", "--frames-dir", fresh_root, "--output", output, "--media", "video")
+    entries = json.loads(output.read_text())
+    videos = [e["messages"][0]["content"][0]["video"] for e in entries]
+    assert all(v.startswith("../") for v in videos)  # outside the image root
+    staged = tmp_path / "staged"
+    invoke("push", output.with_name("m_arrow"), "me/kinetics", "--dry-run", staged)
+    clip = (output.parent / videos[0]).resolve().read_bytes()
+    probe = clip[len(clip) // 2 : len(clip) // 2 + 64]  # compressed video data
+    for path in [*output.parent.rglob("*"), *staged.rglob("*")]:
+        if path.is_file():
+            assert probe not in path.read_bytes(), path
