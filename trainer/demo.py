@@ -197,6 +197,15 @@ def run_demo(
     data = out / "data"
     model_dir = out / "model"
     run_dir = out / "run"
+    from kinetics_prep.outputs import OutputError, check_replaceable, replace_folder
+
+    try:  # DIR/model and DIR/run are replaced only when an earlier demo wrote them
+        for path, legacy in ((model_dir, "tiny_build.json"), (run_dir, "training_summary.json")):
+            check_replaceable(
+                path, flag="demo folder", legacy=(legacy,), hint="pass another --output-dir"
+            )
+    except OutputError as error:
+        raise DemoError(str(error)) from None
     seconds: dict[str, float] = {}
     started = time.time()
 
@@ -251,13 +260,15 @@ def run_demo(
     )
 
     t = time.time()
-    shutil.rmtree(model_dir, ignore_errors=True)
-    build_demo_model(model_dir)
+    replace_folder(
+        model_dir, build_demo_model, command="demo", flag="demo folder", legacy=("tiny_build.json",)
+    )
     seconds["model"] = time.time() - t
     stage("model", f"tiny Gemma 4 in {model_dir} ({seconds['model']:.1f} s)")
 
     t = time.time()
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an earlier demo's run (its marker checked above)
     summary = train(
         TrainConfig(
             model_id=str(model_dir),

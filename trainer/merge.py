@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -221,10 +220,19 @@ def merge(
     output = Path(output)
     if not adapter.is_dir():
         raise EvalError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise EvalError(
-            f"--output {output} exists and is not empty: pass --overwrite or a new folder"
-        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not overwrite:
+            raise EvalError(
+                f"--output {output} exists and is not empty: pass --overwrite or a new folder"
+            )
+        from kinetics_prep.outputs import OutputError, check_replaceable
+
+        try:  # --overwrite replaces only a folder kprep merge wrote (never `.`, the adapter)
+            check_replaceable(output, flag="--output", hint="pass a new folder")
+        except OutputError as error:
+            raise EvalError(str(error)) from None
+        if output.resolve() in (adapter.resolve(), *adapter.resolve().parents):
+            raise EvalError(f"--output {output} holds the --adapter {adapter}: pass a new folder")
     summary: dict[str, Any] = {}
     if (adapter / SUMMARY_NAME).is_file():
         summary = json.loads((adapter / SUMMARY_NAME).read_text(encoding="utf-8"))
@@ -272,9 +280,11 @@ def merge(
             summary, base_model=str(base), name=output.name, eval_report=report, merged=lora
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        from kinetics_prep.fileio import replace_path
+        from kinetics_prep.outputs import mark_folder
+
+        mark_folder(tmp, command="merge")
+        replace_path(tmp, output)  # the old folder (kprep's, checked above) goes only after
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
