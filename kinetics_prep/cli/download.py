@@ -96,7 +96,23 @@ def download(
     keep_archives: bool = typer.Option(
         False, "--keep-archives", help="mirror: keep the .tar.gz files."
     ),
-    url_template: str | None = typer.Option(None, "--url-template", hidden=True),
+    url_template: str | None = typer.Option(
+        None,
+        "--url-template",
+        help="youtube: fetch {youtube_id} from this URL instead of YouTube (a mirror you run).",
+    ),
+    allow_file_urls: bool = typer.Option(
+        False, "--allow-file-urls", help="mirror: also accept file:// URLs (local tarballs)."
+    ),
+    max_archive_gb: float = typer.Option(
+        64.0, "--max-archive-gb", help="mirror: refuse an archive larger than this (GB)."
+    ),
+    max_member_mb: float = typer.Option(
+        1024.0, "--max-member-mb", help="mirror: refuse a clip in an archive larger than this (MB)."
+    ),
+    archive_timeout: float = typer.Option(
+        6 * 3600.0, "--archive-timeout", help="mirror: seconds one archive download may take."
+    ),
 ) -> None:
     """Fetch the clips of an annotation file into OUT/clips, one status record per row."""
     from kinetics_prep.annotations import AnnotationError
@@ -125,6 +141,10 @@ def download(
             link_mode=link_mode,
             keep_archives=keep_archives,
             url_template=url_template,
+            allow_file_urls=allow_file_urls,
+            max_archive_gb=max_archive_gb,
+            max_member_mb=max_member_mb,
+            archive_timeout=archive_timeout,
         )
     except DownloadConfigError as exc:
         fail(str(exc))
