@@ -369,7 +369,12 @@ def _check_outputs(config: ManifestConfig) -> set[str]:
                 f"{str(config.report_path)!r} exists and is not a kprep build report; "
                 f"refusing to replace it: {hint}"
             )
-        owned = {os.path.abspath(p) for p in previous["outputs"] if isinstance(p, str)}
+        # Every output is a sibling of the report: match by name, so a build run from
+        # another working directory (relative paths in the report) still finds them.
+        root = config.report_path.parent
+        owned = {
+            os.path.abspath(root / Path(p).name) for p in previous["outputs"] if isinstance(p, str)
+        }
     try:
         check_replaceable(config.output, flag="--output", owned_files=owned, hint=hint)
         if config.val_fraction > 0:
