@@ -150,9 +150,7 @@ def test_videos_outside_the_image_root_stay_references(fresh_root, tmp_path):
             assert probe not in path.read_bytes(), path
 
 
-def test_a_rebuild_from_another_working_directory_still_owns_its_outputs(
-    fresh_root, monkeypatch
-):
+def test_a_rebuild_from_another_working_directory_still_owns_its_outputs(fresh_root, monkeypatch):
     """The report may list relative paths; ownership does not depend on the cwd."""
     monkeypatch.chdir(fresh_root.parent)
     invoke("build-manifest", "--frames-dir", "ds", "--output", f"ds/{STEM}.json")
