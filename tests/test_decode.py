@@ -328,9 +328,14 @@ def test_frame_i_is_the_ith_frame_the_decoder_outputs_on_every_backend(clips, cl
             except DecodeError as error:
                 assert clip == "truncated_faststart" and error.reason == "damaged", error
                 continue
+            got = [read_counter(unturn(f)) for f in result.frames]
+            if clip == "truncated_faststart":
+                # Where a cut file's data ends differs by decoder (a partly decodable
+                # last packet); its frames are in order, so frame i must show i.
+                assert got == result.indices, (decoder, threads)
+                continue
             assert result.num_frames == len(reference), (decoder, threads)
             assert result.indices == sample_indices(len(reference), 8)
-            got = [read_counter(unturn(f)) for f in result.frames]
             assert got == [reference[i] for i in result.indices], (decoder, threads)
             times[decoder, threads] = result.timestamps
     if clip != "truncated_faststart":
