@@ -338,8 +338,9 @@ def test_frame_i_is_the_ith_frame_the_decoder_outputs_on_every_backend(clips, cl
             assert result.indices == sample_indices(len(reference), 8)
             assert got == [reference[i] for i in result.indices], (decoder, threads)
             times[decoder, threads] = result.timestamps
-    if clip != "truncated_faststart":
-        assert len(times) == 2 * len(DECODERS)
+    if clip == "truncated_faststart":
+        return  # backends may stop at different places of a cut file
+    assert len(times) == 2 * len(DECODERS)
     first = next(iter(times.values()))
     for key, value in times.items():  # timestamps of the same frames, from every backend
         assert value == pytest.approx(first, abs=1.5e-3), key
