@@ -84,24 +84,14 @@ def scrub(text: str, token: str | None) -> str:
 
 
 def load_dataset_dict(dataset_dir: str | Path) -> datasets.DatasetDict:
-    """The Arrow folder written by build-manifest as a DatasetDict (a bare Dataset -> train)."""
-    import datasets
+    """The Arrow folder written by build-manifest (schema's reader), errors as HubError."""
+    from kinetics_prep.errors import SchemaError
+    from kinetics_prep.schema import load_arrow
 
-    path = Path(dataset_dir)
-    if not path.is_dir():
-        raise HubError(
-            f"DATASET ({str(path)!r}) is not a folder: pass the *_arrow folder that "
-            "`kprep build-manifest` wrote"
-        )
     try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as error:
-        raise HubError(
-            f"DATASET ({str(path)!r}) is not a saved Arrow dataset ({error}); pass the *_arrow folder"
-        ) from None
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({"train": loaded})
-    return loaded
+        return load_arrow(dataset_dir)
+    except SchemaError as error:
+        raise HubError(f"DATASET {error}") from None
 
 
 def _estimated_bytes(ds: datasets.Dataset) -> int:

@@ -66,17 +66,42 @@ VIDEO_MISSING = "video file missing"
 class ManifestConfig:
     """Everything ``kprep build-manifest`` needs; checked on creation."""
 
-    frames_dir: Path  # extract output folder: extract_results.jsonl + frames/
-    output: Path = DEFAULT_OUTPUT  # the manifest JSON; its folder is the image root
-    annotations: Path | None = None  # Kinetics CSV/JSON joined on clip_id
-    prompts: list[str] = field(default_factory=lambda: [DEFAULT_PROMPT])
-    answer_template: str = DEFAULT_ANSWER_TEMPLATE
-    media: str = "images"  # images: the extracted frames; video: clips/<clip_id>.mp4
-    val_fraction: float = 0.0  # share of clips held out, grouped by YouTube video
-    seed: int = 0  # prompt choice and split
-    format: str = "seed"  # seed | llava (what the JSON files hold)
-    arrow: bool = True  # also write <stem>_arrow/
-    images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+    frames_dir: Path = field(
+        metadata={"help": "The --output-dir of `kprep extract` (records + frames/)."}
+    )
+    output: Path = field(
+        default=DEFAULT_OUTPUT,
+        metadata={"help": "Manifest JSON; its folder is the image root all paths are relative to."},
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Kinetics CSV/JSON joined on clip_id (labels, times, split).",
+            "default_help": "none",
+        },
+    )
+    prompts: list[str] = field(
+        default_factory=lambda: [DEFAULT_PROMPT],
+        metadata={"help": "User prompts (one chosen per sample by seed).", "cli": False},
+    )
+    answer_template: str = field(
+        default=DEFAULT_ANSWER_TEMPLATE,
+        metadata={"help": "Answer text; {label} is the class name ('{label}' for the bare label)."},
+    )
+    media: str = field(
+        default="images", metadata={"help": "images (the frames) | video (the clip)."}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share held out as validation, grouped by YouTube video."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for prompt choice and the split."})
+    format: str = field(default="seed", metadata={"help": "seed (the recipe's messages) | llava."})
+    arrow: bool = field(default=True, metadata={"help": "Also write <stem>_arrow/."})
+    images: str = field(
+        default="embed",
+        metadata={"help": "Arrow images: embed (JPEG bytes) | paths (absolute paths)."},
+    )
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
@@ -377,7 +402,7 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
     by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
     by_split = {name: rows for name, rows in by_split.items() if rows}
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
+    summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
 
     summary.outputs.append(write_manifest(config.output, samples, format=config.format))
     if config.val_fraction > 0:
