@@ -359,11 +359,10 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
-def build_manifest(config: ManifestConfig) -> ManifestSummary:
-    """Build every output of ``kprep build-manifest``; see the module docstring."""
+def _read_inputs(config: ManifestConfig) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The extract records (at least one) and the optional annotation metadata."""
     from kinetics_prep.extract import read_extract_records
 
-    started = time.monotonic()
     records = read_extract_records(config.frames_dir)
     if not records:
         raise ManifestError(
@@ -375,6 +374,63 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         from kinetics_prep.annotations import load_clip_metadata
 
         metadata = load_clip_metadata(config.annotations)
+    return records, metadata
+
+
+def _split(samples: list[Sample], config: ManifestConfig) -> dict[str, list[Sample]]:
+    """Set each sample's split (whole YouTube videos at a time); the non-empty splits."""
+    groups = {
+        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
+    }
+    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
+    for sample in samples:
+        sample.split = split_of[sample.id]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    return {name: rows for name, rows in by_split.items() if rows}
+
+
+def _write_json_files(
+    config: ManifestConfig,
+    samples: list[Sample],
+    by_split: Mapping[str, list[Sample]],
+    summary: ManifestSummary,
+) -> None:
+    """The manifest, its split files (stale ones removed) and the label map."""
+    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
+    if config.val_fraction > 0:
+        for name, rows in by_split.items():
+            summary.outputs.append(
+                write_manifest(config.split_path(name), rows, format=config.format)
+            )
+    else:  # split files of an earlier build would no longer match the manifest
+        for name in SPLITS:
+            if config.split_path(name).is_file():
+                config.split_path(name).unlink()
+                log.info("removed stale %s", config.split_path(name))
+    summary.labels = write_label_map(
+        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
+    )
+    summary.outputs.append(config.label_map_path)
+
+
+def _config_json(config: ManifestConfig) -> dict[str, Any]:
+    return {
+        "frames_dir": str(config.frames_dir),
+        "annotations": str(config.annotations) if config.annotations else None,
+        "prompts": config.prompts,
+        "answer_template": config.answer_template,
+        "media": config.media,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "format": config.format,
+        "images": config.images if config.arrow else None,
+    }
+
+
+def build_manifest(config: ManifestConfig) -> ManifestSummary:
+    """Build every output of ``kprep build-manifest``; see the module docstring."""
+    started = time.monotonic()
+    records, metadata = _read_inputs(config)
     samples, left_out = collect_samples(
         records,
         frames_dir=config.frames_dir,
@@ -392,46 +448,13 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
             f"no usable clips among {len(records)} records in {str(config.frames_dir)!r} "
             f"({reasons}); nothing was written"
         )
-
-    groups = {
-        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
-    }
-    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
-    for sample in samples:
-        sample.split = split_of[sample.id]
-    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
-    by_split = {name: rows for name, rows in by_split.items() if rows}
+    by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
     summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
-
-    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
-    if config.val_fraction > 0:
-        for name, rows in by_split.items():
-            summary.outputs.append(
-                write_manifest(config.split_path(name), rows, format=config.format)
-            )
-    else:  # split files of an earlier build would no longer match the manifest
-        for name in SPLITS:
-            if config.split_path(name).is_file():
-                config.split_path(name).unlink()
-                log.info("removed stale %s", config.split_path(name))
-    summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
-    )
-    summary.outputs.append(config.label_map_path)
+    _write_json_files(config, samples, by_split, summary)
 
     report = summary.to_json()
-    report["config"] = {
-        "frames_dir": str(config.frames_dir),
-        "annotations": str(config.annotations) if config.annotations else None,
-        "prompts": config.prompts,
-        "answer_template": config.answer_template,
-        "media": config.media,
-        "val_fraction": config.val_fraction,
-        "seed": config.seed,
-        "format": config.format,
-        "images": config.images if config.arrow else None,
-    }
+    report["config"] = _config_json(config)
     if config.arrow:
         from kinetics_prep.arrow import write_arrow_dataset
 
