@@ -43,8 +43,15 @@ def _base(annotation: Any) -> Any:
     return annotation
 
 
-def option_for(f: dataclasses.Field[Any], annotation: Any, *, snake_alias: bool = False) -> Any:
-    """The ``typer.Option`` of one field."""
+def option_for(
+    f: dataclasses.Field[Any], annotation: Any, *, snake_alias: bool = False, layered: bool = False
+) -> Any:
+    """The ``typer.Option`` of one field.
+
+    ``layered``: the flag's own default is ``None`` ("not given", so a config
+    file can sit between the dataclass defaults and the flags) and ``--help``
+    shows the dataclass default.
+    """
     meta = f.metadata
     if "help" not in meta:
         raise TypeError(f"field {f.name!r} has no help text in its metadata")
@@ -53,8 +60,22 @@ def option_for(f: dataclasses.Field[Any], annotation: Any, *, snake_alias: bool 
     decls = list(meta.get("flags") or [])
     if not decls:
         decls = [f"{kebab}/--no-{f.name.replace('_', '-')}" if is_bool else kebab]
-        if snake_alias and "_" in f.name:
-            decls.append(f"--{f.name}/--no_{f.name}" if is_bool else f"--{f.name}")
+        if snake_alias and is_bool:  # " /--no_x" adds only the negative for a one-word name
+            decls.append(f"{'--' + f.name if '_' in f.name else ' '}/--no_{f.name}")
+        elif snake_alias and "_" in f.name:
+            decls.append(f"--{f.name}")
+    if layered:
+        value = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        shown_value = meta.get("default_help", value if value is not None else "none")
+        return typer.Option(
+            None,
+            *decls,
+            help=meta["help"],
+            show_default=str(shown_value),
+            hidden=meta.get("hidden", False),
+        )
     if not _has_default(f):
         return typer.Option(..., *decls, help=meta["help"], hidden=meta.get("hidden", False))
     if f.default is not dataclasses.MISSING:
@@ -64,7 +85,7 @@ def option_for(f: dataclasses.Field[Any], annotation: Any, *, snake_alias: bool 
             shown = meta.get("default_help", "on" if default else "off")
     else:
         default = None  # a computed default: the dataclass fills it in
-        shown = meta.get("default_help", False)
+        shown = meta.get("default_help", str(f.default_factory()))  # type: ignore[operator]
     if isinstance(default, list | tuple):
         default = list(default)
     return typer.Option(
@@ -72,19 +93,23 @@ def option_for(f: dataclasses.Field[Any], annotation: Any, *, snake_alias: bool 
     )
 
 
-def config_parameters(cls: type, *, snake_alias: bool = False) -> list[inspect.Parameter]:
+def config_parameters(
+    cls: type, *, snake_alias: bool = False, layered: bool = False
+) -> list[inspect.Parameter]:
     """One keyword-only parameter per flag field of ``cls`` (for a command's signature)."""
     hints = typing.get_type_hints(cls)
     params = []
     for f in cli_fields(cls):
         annotation = hints[f.name]
-        if f.default_factory is not dataclasses.MISSING and _base(annotation) is annotation:
-            annotation = annotation | None  # None means "use the factory"
+        if (layered or f.default_factory is not dataclasses.MISSING) and _base(
+            annotation
+        ) is annotation:
+            annotation = annotation | None  # None means "not given"
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=option_for(f, hints[f.name], snake_alias=snake_alias),
+                default=option_for(f, hints[f.name], snake_alias=snake_alias, layered=layered),
                 annotation=annotation,
             )
         )
@@ -114,11 +139,13 @@ def command_from_config(
     *,
     extra: Sequence[inspect.Parameter] = (),
     snake_alias: bool = False,
+    layered: bool = False,
 ) -> Callable[..., None]:
     """A Typer command whose flags are ``extra`` + the fields of ``cls``.
 
     ``body(values, **extras)`` gets the constructor arguments of ``cls``
-    (:func:`config_values`) and the ``extra`` parameters by name; it runs
+    (:func:`config_values`; with ``layered``, every flag as parsed, ``None``
+    for "not given") and the ``extra`` parameters by name; it runs
     inside :func:`run_command`, so a ``KprepError`` (a bad option found by the
     dataclass) is a one-line error and exit 2. The command's docstring is
     ``body``'s.
@@ -128,9 +155,9 @@ def command_from_config(
     def command(**kwargs: Any) -> None:
         extras = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
         with run_command():
-            body(config_values(cls, kwargs), **extras)
+            body(kwargs if layered else config_values(cls, kwargs), **extras)
 
-    params = [*extra, *config_parameters(cls, snake_alias=snake_alias)]
+    params = [*extra, *config_parameters(cls, snake_alias=snake_alias, layered=layered)]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}  # real types, for typer
     command.__name__ = body.__name__
