@@ -35,6 +35,7 @@ from kinetics_prep.sampling import SAMPLING_METHODS
 from kinetics_prep.schema import (
     EXTRACT_RECORDS_NAME,
     EXTRACT_SHARD_GLOB,
+    FRAMES_DIR,
     VIDEO_SUFFIXES,
     extract_records_name,
     is_video_file,
@@ -349,14 +350,14 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
     try:
         names = write_frames(
             decoded.frames,
-            output_dir / "frames" / clip_id,
+            output_dir / FRAMES_DIR / clip_id,
             short_side=settings["short_side"],
             quality=settings["jpeg_quality"],
         )
     except OSError as error:
         record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")
     else:
-        record.update(status="ok", frames=[f"frames/{clip_id}/{name}" for name in names])
+        record.update(status="ok", frames=[f"{FRAMES_DIR}/{clip_id}/{name}" for name in names])
     record["seconds"] = round(time.monotonic() - started, 4)
     return record
 
@@ -663,7 +664,7 @@ def extract_clips(
                 summary.skipped_failed += 1
         else:
             todo.append(clip)
-    removed = remove_partials(config.output_dir / "frames", [c.clip_id for c in mine])
+    removed = remove_partials(config.output_dir / FRAMES_DIR, [c.clip_id for c in mine])
     if removed:
         log.info("removed %d unfinished frame folders left by an earlier run", removed)
 

@@ -272,8 +272,8 @@ def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | Non
     candidates = []
     if recorded:
         parts = Path(recorded).parts
-        if "clips" in parts:
-            last = len(parts) - 1 - parts[::-1].index("clips")
+        if CLIPS_DIR in parts:
+            last = len(parts) - 1 - parts[::-1].index(CLIPS_DIR)
             candidates.append(root.joinpath(*parts[last:]))
     candidates += [root / CLIPS_DIR / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
     if recorded:
