@@ -45,6 +45,30 @@ VIDEO_TERMS_NOTE = (
 
 
 @dataclass
+class PushOptions:
+    """The options of ``kprep push`` (its flags are generated from these fields)."""
+
+    private: bool = field(
+        default=False, metadata={"help": "Create the repo private.", "flags": ("--private",)}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub token. Never printed.",
+            "default_help": "HF_TOKEN or the saved login",
+            "envvar": "HF_TOKEN",
+        },
+    )
+    dry_run: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Write the parquet shards + README.md here instead of uploading.",
+            "default_help": "upload",
+        },
+    )
+
+
+@dataclass
 class StagedUpload:
     """What :func:`stage_upload` wrote."""
 

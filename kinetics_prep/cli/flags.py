@@ -8,7 +8,8 @@ type, its default (shown in ``--help``) and the help text in its metadata::
 Metadata keys: ``help`` (required), ``flags`` (the option names instead of
 the generated one, e.g. ``("--clips",)`` or ``("--exact-cuts/--fast-cuts",)``),
 ``default_help`` (what to show for a computed default, e.g. ``"CPUs"``),
-``hidden``, and ``cli: False`` for a field that is not a flag (the command
+``hidden``, ``envvar`` (the variable read when the flag is not given), and
+``cli: False`` for a field that is not a flag (the command
 fills it from other options). Torch-free, so ``trainer.cli`` uses it too.
 """
 
@@ -75,9 +76,16 @@ def option_for(
             help=meta["help"],
             show_default=str(shown_value),
             hidden=meta.get("hidden", False),
+            envvar=meta.get("envvar"),
         )
     if not _has_default(f):
-        return typer.Option(..., *decls, help=meta["help"], hidden=meta.get("hidden", False))
+        return typer.Option(
+            ...,
+            *decls,
+            help=meta["help"],
+            hidden=meta.get("hidden", False),
+            envvar=meta.get("envvar"),
+        )
     if f.default is not dataclasses.MISSING:
         default = f.default
         shown: bool | str = meta.get("default_help", True if default is not None else "none")
@@ -89,7 +97,12 @@ def option_for(
     if isinstance(default, list | tuple):
         default = list(default)
     return typer.Option(
-        default, *decls, help=meta["help"], show_default=shown, hidden=meta.get("hidden", False)
+        default,
+        *decls,
+        help=meta["help"],
+        show_default=shown,
+        hidden=meta.get("hidden", False),
+        envvar=meta.get("envvar"),
     )
 
 

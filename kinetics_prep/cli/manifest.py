@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from kinetics_prep.cli.common import console, fail, run_command
+from kinetics_prep.cli.common import console, fail
 from kinetics_prep.cli.flags import command_from_config
 from kinetics_prep.manifest import ManifestConfig
 
@@ -74,36 +74,50 @@ def build_manifest(
         console.print(f"wrote {path}", highlight=False)
 
 
-def validate(
-    dataset: Path = typer.Argument(..., help="Manifest JSON or *_arrow folder."),
-    image_root: Path | None = typer.Option(
-        None, "--image-root", help="Folder paths are relative to [default: the dataset's folder]."
+_DATASET = inspect.Parameter(
+    "dataset",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Argument(..., help="Manifest JSON or *_arrow folder."),
+    annotation=Path,
+)
+_VALIDATE_FLAGS = [
+    _DATASET,
+    inspect.Parameter(
+        "as_json",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(False, "--json", help="Print the report as JSON.", show_default="off"),
+        annotation=bool,
     ),
-    num_frames: int | None = typer.Option(
-        None, "--num-frames", help="Frames each sample must have [default: the common count]."
+    inspect.Parameter(
+        "show",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(20, "--show", help="Problems listed (all are counted)."),
+        annotation=int,
     ),
-    label_map: Path | None = typer.Option(
-        None, "--label-map", help="label_map.json [default: next to the dataset]."
+]
+_PUSH_ARGS = [
+    _DATASET.replace(
+        default=typer.Argument(..., help="The *_arrow folder written by build-manifest.")
     ),
-    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    show: int = typer.Option(20, "--show", help="Problems listed (all are counted)."),
-) -> None:
+    inspect.Parameter(
+        "repo_id",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
+        annotation=str,
+    ),
+]
+
+
+def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) -> None:
     """Check a manifest against its image root; exit 1 when anything is wrong."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
     from rich.table import Table
 
-    from kinetics_prep.validate import report_json, validate_dataset
+    from kinetics_prep.validate import ValidateOptions, report_json, validate_dataset
 
-    if num_frames is not None and num_frames < 1:
-        fail(f"--num-frames ({num_frames}) must be >= 1")
-    with run_command():
-        report = validate_dataset(
-            dataset,
-            image_root=image_root,
-            num_frames=num_frames,
-            label_map=label_map,
-            decode=decode,
-        )
+    report = validate_dataset(dataset, **asdict(ValidateOptions(**values)))
     if as_json:
         typer.echo(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
@@ -120,7 +134,8 @@ def validate(
             table.add_row(f"[red]{kind}[/]", str(count))
         console.print(table)
         for problem in report.problems[:show]:
-            console.print(f"  {problem.sample}: {problem.kind}: {problem.message}", highlight=False)
+            line = f"  {problem.sample}: {problem.kind}: {problem.message}"
+            console.print(escape(line), highlight=False)
         if len(report.problems) > show:
             console.print(f"  ... {len(report.problems) - show} more (--show N or --json)")
         console.print("[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problems[/]")
@@ -128,30 +143,17 @@ def validate(
         raise typer.Exit(1)
 
 
-def push(
-    dataset: Path = typer.Argument(..., help="The *_arrow folder written by build-manifest."),
-    repo_id: str = typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
-    private: bool = typer.Option(False, "--private", help="Create the repo private."),
-    token: str | None = typer.Option(
-        None,
-        "--token",
-        envvar="HF_TOKEN",
-        show_default=False,
-        help="Hub token [default: HF_TOKEN or the saved login]. Never printed.",
-    ),
-    dry_run: Path | None = typer.Option(
-        None, "--dry-run", help="Write the parquet shards + README.md here instead of uploading."
-    ),
-) -> None:
+def push(values: dict[str, Any], dataset: Path, repo_id: str) -> None:
     """Upload the Arrow dataset (images embedded) with a generated dataset card."""
-    from kinetics_prep.hub import push_dataset, stage_upload
+    from kinetics_prep.hub import PushOptions, push_dataset, stage_upload
 
-    with run_command():
-        if dry_run is not None:
-            staged = stage_upload(dataset, dry_run, repo_id=repo_id)
-        else:
-            result = push_dataset(dataset, repo_id, private=private, token=token)
-            staged = result.staged
+    options = PushOptions(**values)
+    dry_run = options.dry_run
+    if dry_run is not None:
+        staged = stage_upload(dataset, dry_run, repo_id=repo_id)
+    else:
+        result = push_dataset(dataset, repo_id, private=options.private, token=options.token)
+        staged = result.staged
     splits = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
     size = f"{staged.bytes / 1e6:.1f} MB"
     if dry_run is not None:
@@ -167,5 +169,8 @@ def register(app: typer.Typer) -> None:
     app.command("build-manifest")(
         command_from_config(ManifestConfig, build_manifest, extra=_PROMPT_FLAGS)
     )
-    app.command("validate")(validate)
-    app.command("push")(push)
+    from kinetics_prep.hub import PushOptions
+    from kinetics_prep.validate import ValidateOptions
+
+    app.command("validate")(command_from_config(ValidateOptions, validate, extra=_VALIDATE_FLAGS))
+    app.command("push")(command_from_config(PushOptions, push, extra=_PUSH_ARGS))
