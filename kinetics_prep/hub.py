@@ -162,10 +162,19 @@ def dataset_card(
     parquet_bytes: int = 0,
 ) -> str:
     """README.md for the Hub: YAML metadata (license, tasks, size, features, splits) + text."""
+    from huggingface_hub import DatasetCard
+
+    card_data = _card_metadata(dd, repo_id=repo_id, parquet_bytes=parquet_bytes)
+    lines = _card_text(dd, repo_id=repo_id, build_report=build_report)
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _card_metadata(dd: datasets.DatasetDict, *, repo_id: str, parquet_bytes: int) -> Any:
+    """The card's YAML: license, tasks, size, features, splits, data files."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCardData
 
     first = next(iter(dd.values()))
     total = sum(len(ds) for ds in dd.values())
@@ -187,7 +196,15 @@ def dataset_card(
     MetadataConfigs(
         {"default": {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in dd]}}
     ).to_dataset_card_data(card_data)
+    return card_data
 
+
+def _card_text(
+    dd: datasets.DatasetDict, *, repo_id: str, build_report: Mapping[str, Any]
+) -> list[str]:
+    """The card's Markdown lines: splits, classes, how it was built, use, license."""
+    first = next(iter(dd.values()))
+    total = sum(len(ds) for ds in dd.values())
     label_feature = first.features["label"]
     per_class: dict[str, Counter] = {}
     for name, ds in dd.items():
@@ -255,7 +272,7 @@ def dataset_card(
         "```",
         "",
     ]
-    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+    return lines
 
 
 def _frames_per_sample(ds: datasets.Dataset) -> str:
