@@ -75,17 +75,42 @@ VIDEO_MISSING = "video file missing"
 class ManifestConfig:
     """Everything ``kprep build-manifest`` needs; checked on creation."""
 
-    frames_dir: Path  # extract output folder: extract_results.jsonl + frames/
-    output: Path = DEFAULT_OUTPUT  # the manifest JSON; its folder is the image root
-    annotations: Path | None = None  # Kinetics CSV/JSON joined on clip_id
-    prompts: list[str] = field(default_factory=lambda: [DEFAULT_PROMPT])
-    answer_template: str = DEFAULT_ANSWER_TEMPLATE
-    media: str = "images"  # images: the extracted frames; video: clips/<clip_id>.mp4
-    val_fraction: float = 0.0  # share of clips held out, grouped by YouTube video
-    seed: int = 0  # prompt choice and split
-    format: str = "seed"  # seed | llava (what the JSON files hold)
-    arrow: bool = True  # also write <stem>_arrow/
-    images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+    frames_dir: Path = field(
+        metadata={"help": "The --output-dir of `kprep extract` (records + frames/)."}
+    )
+    output: Path = field(
+        default=DEFAULT_OUTPUT,
+        metadata={"help": "Manifest JSON; its folder is the image root all paths are relative to."},
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Kinetics CSV/JSON joined on clip_id (labels, times, split).",
+            "default_help": "none",
+        },
+    )
+    prompts: list[str] = field(
+        default_factory=lambda: [DEFAULT_PROMPT],
+        metadata={"help": "User prompts (one chosen per sample by seed).", "cli": False},
+    )
+    answer_template: str = field(
+        default=DEFAULT_ANSWER_TEMPLATE,
+        metadata={"help": "Answer text; {label} is the class name ('{label}' for the bare label)."},
+    )
+    media: str = field(
+        default="images", metadata={"help": "images (the frames) | video (the clip)."}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share held out as validation, grouped by YouTube video."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for prompt choice and the split."})
+    format: str = field(default="seed", metadata={"help": "seed (the recipe's messages) | llava."})
+    arrow: bool = field(default=True, metadata={"help": "Also write <stem>_arrow/."})
+    images: str = field(
+        default="embed",
+        metadata={"help": "Arrow images: embed (JPEG bytes) | paths (absolute paths)."},
+    )
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
@@ -256,8 +281,8 @@ def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | Non
     candidates = []
     if recorded:
         parts = Path(recorded).parts
-        if "clips" in parts:
-            last = len(parts) - 1 - parts[::-1].index("clips")
+        if CLIPS_DIR in parts:
+            last = len(parts) - 1 - parts[::-1].index(CLIPS_DIR)
             candidates.append(root.joinpath(*parts[last:]))
     candidates += [root / CLIPS_DIR / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
     if recorded:
@@ -349,6 +374,36 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
+def _read_inputs(config: ManifestConfig) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The extract records (at least one) and the optional annotation metadata."""
+    from kinetics_prep.extract import read_extract_records
+
+    records = read_extract_records(config.frames_dir)
+    if not records:
+        raise ManifestError(
+            f"--frames-dir ({str(config.frames_dir)!r}) has no {EXTRACT_RECORDS_NAME} records: "
+            "run `kprep extract --output-dir` into it first"
+        )
+    metadata = None
+    if config.annotations is not None:
+        from kinetics_prep.annotations import load_clip_metadata
+
+        metadata = load_clip_metadata(config.annotations)
+    return records, metadata
+
+
+def _split(samples: list[Sample], config: ManifestConfig) -> dict[str, list[Sample]]:
+    """Set each sample's split (whole YouTube videos at a time); the non-empty splits."""
+    groups = {
+        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
+    }
+    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
+    for sample in samples:
+        sample.split = split_of[sample.id]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    return {name: rows for name, rows in by_split.items() if rows}
+
+
 def _check_outputs(config: ManifestConfig) -> set[str]:
     """The files an earlier build listed as its outputs; refuse any other existing output.
 
@@ -394,15 +449,15 @@ def _check_outputs(config: ManifestConfig) -> set[str]:
     return owned
 
 
-def _write_outputs(
+def _write_json_files(
     config: ManifestConfig,
     outputs: OutputSet,
     samples: list[Sample],
-    by_split: dict[str, list[Sample]],
+    by_split: Mapping[str, list[Sample]],
     summary: ManifestSummary,
     owned: set[str],
 ) -> None:
-    """Stage every output of one build in ``outputs`` (nothing current changes here)."""
+    """Stage the manifest, its split files (kprep's stale ones removed) and the label map."""
     write_manifest(outputs.stage(config.output), samples, format=config.format)
     summary.outputs.append(config.output)
     for name in SPLITS:
@@ -422,8 +477,9 @@ def _write_outputs(
     )
     summary.outputs.append(config.label_map_path)
 
-    report = summary.to_json()
-    report["config"] = {
+
+def _config_json(config: ManifestConfig) -> dict[str, Any]:
+    return {
         "frames_dir": str(config.frames_dir),
         "annotations": str(config.annotations) if config.annotations else None,
         "prompts": config.prompts,
@@ -434,44 +490,15 @@ def _write_outputs(
         "format": config.format,
         "images": config.images if config.arrow else None,
     }
-    if config.arrow:
-        from kinetics_prep.arrow import write_arrow_dataset
-
-        write_arrow_dataset(
-            by_split,
-            out_dir=outputs.stage(config.arrow_dir),
-            labels=summary.labels,
-            images=config.images,
-            image_root=config.image_root,
-            build_report=report,
-        )
-        summary.arrow_dir = config.arrow_dir
-        summary.outputs.append(config.arrow_dir)
-        report["arrow_dir"] = str(config.arrow_dir)
-    report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
-    atomic_write_json(outputs.stage(config.report_path), report)
-    summary.outputs.append(config.report_path)
 
 
 def build_manifest(config: ManifestConfig) -> ManifestSummary:
     """Build every output of ``kprep build-manifest``; see the module docstring."""
-    from kinetics_prep.extract import read_extract_records
-
     started = time.monotonic()
     if recover_output_set(config.image_root, config.stem) == "rolled forward":
         log.warning("completed the outputs of a build-manifest run killed while installing them")
     owned = _check_outputs(config)  # refuse before any work if an output is not ours
-    records = read_extract_records(config.frames_dir)
-    if not records:
-        raise ManifestError(
-            f"--frames-dir ({str(config.frames_dir)!r}) has no {EXTRACT_RECORDS_NAME} records: "
-            "run `kprep extract --output-dir` into it first"
-        )
-    metadata = None
-    if config.annotations is not None:
-        from kinetics_prep.annotations import load_clip_metadata
-
-        metadata = load_clip_metadata(config.annotations)
+    records, metadata = _read_inputs(config)
     samples, left_out = collect_samples(
         records,
         frames_dir=config.frames_dir,
@@ -489,20 +516,30 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
             f"no usable clips among {len(records)} records in {str(config.frames_dir)!r} "
             f"({reasons}); nothing was written"
         )
-
-    groups = {
-        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
-    }
-    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
-    for sample in samples:
-        sample.split = split_of[sample.id]
-    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
-    by_split = {name: rows for name, rows in by_split.items() if rows}
+    by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
+    summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
+    with OutputSet(config.image_root, config.stem) as outputs:  # one set: all or nothing
+        _write_json_files(config, outputs, samples, by_split, summary, owned)
+        report = summary.to_json()
+        report["config"] = _config_json(config)
+        if config.arrow:
+            from kinetics_prep.arrow import write_arrow_dataset
 
-    with OutputSet(config.image_root, config.stem) as outputs:
-        _write_outputs(config, outputs, samples, by_split, summary, owned)
+            write_arrow_dataset(
+                by_split,
+                out_dir=outputs.stage(config.arrow_dir),
+                labels=summary.labels,
+                images=config.images,
+                image_root=config.image_root,
+                build_report=report,
+            )
+            summary.arrow_dir = config.arrow_dir
+            summary.outputs.append(config.arrow_dir)
+            report["arrow_dir"] = str(config.arrow_dir)
+        report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
+        atomic_write_json(outputs.stage(config.report_path), report)
+        summary.outputs.append(config.report_path)
         outputs.commit()  # all of them become current together
     summary.seconds = time.monotonic() - started
     log.info("built %d samples (%s) in %.1f s", summary.samples, summary.splits, summary.seconds)
