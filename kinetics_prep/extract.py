@@ -62,9 +62,10 @@ class ExtractConfig:
     output_dir: Path  # gets frames/<clip_id>/frame_<i>.jpg and extract_results.jsonl
     num_frames: int = 4  # frames per clip
     workers: int = field(default_factory=_default_workers)  # decoding processes
-    sampling: str = "center"  # center | linspace | random
+    sampling: str = "center"  # center | linspace | random | interior
     seed: int = 0  # for random sampling; each clip gets crc32(f"{seed}:{clip_id}")
     short_side: int | None = None  # shrink frames to this short side (never enlarge)
+    resize: str | None = None  # "WxH": squash every frame to exactly this size (ffmpeg scale=W:H)
     jpeg_quality: int = 95
     decoder: str = "auto"  # auto | pyav | decord | opencv
     shard_index: int = 0
@@ -91,6 +92,18 @@ class ExtractConfig:
             problems.append(f"--sampling ({self.sampling!r}) must be one of {', '.join(METHODS)}")
         if self.short_side is not None and self.short_side < 1:
             problems.append(f"--short-side ({self.short_side}) must be >= 1 pixel")
+        if self.resize is not None:
+            from kinetics_prep.frames import parse_size
+
+            try:
+                parse_size(self.resize)
+            except ValueError as error:
+                problems.append(str(error))
+            if self.short_side is not None:
+                problems.append(
+                    f"--resize ({self.resize}) and --short-side ({self.short_side}) both set "
+                    "the frame size: pass one"
+                )
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"--jpeg-quality ({self.jpeg_quality}) must be in 1..100")
         if self.decoder not in DECODER_CHOICES:
@@ -225,6 +238,7 @@ def _is_done(record: dict[str, Any] | None, config: ExtractConfig) -> bool:
     same_pick = len(record["frames"]) == config.num_frames and record.get("sampling") == (
         config.sampling
     )
+    same_pick = same_pick and record.get("resize") == config.resize
     if same_pick and config.sampling == "random":
         same_pick = record.get("seed") == _clip_seed(config.seed, record["clip_id"])
     return same_pick and all((config.output_dir / name).is_file() for name in record["frames"])
@@ -245,6 +259,7 @@ def _settings(config: ExtractConfig) -> dict[str, Any]:
         "sampling": config.sampling,
         "seed": config.seed,
         "short_side": config.short_side,
+        "resize": config.resize,
         "jpeg_quality": config.jpeg_quality,
         "decoder": config.decoder,
         "fault": os.environ.get(FAULT_ENV, ""),
@@ -285,12 +300,14 @@ def _empty_record(clip_id: str, video_path: str) -> dict[str, Any]:
 def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Decode, sample and write one clip; always returns a record (failures included)."""
     from kinetics_prep.decode import DecodeError, read_frames
-    from kinetics_prep.frames import write_frames
+    from kinetics_prep.frames import parse_size, write_frames
     from kinetics_prep.sampling import has_repeats
 
     started = time.monotonic()
     record = _empty_record(clip_id, video_path)
     record["sampling"] = settings["sampling"]
+    if settings.get("resize"):
+        record["resize"] = settings["resize"]
     seed = None
     if settings["sampling"] == "random":
         seed = _clip_seed(settings["seed"], clip_id)
@@ -332,6 +349,7 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
             output_dir / "frames" / clip_id,
             short_side=settings["short_side"],
             quality=settings["jpeg_quality"],
+            resize=parse_size(settings["resize"]) if settings.get("resize") else None,
         )
     except OSError as error:
         record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")

@@ -34,10 +34,15 @@ def extract(
     workers: int | None = typer.Option(
         None, "--workers", help="Decoding processes [default: CPUs]."
     ),
-    sampling: str = typer.Option("center", "--sampling", help="center | linspace | random."),
+    sampling: str = typer.Option(
+        "center", "--sampling", help="center | linspace | random | interior (the reference's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for --sampling random (per clip: seed+id)."),
     short_side: int | None = typer.Option(
         None, "--short-side", help="Shrink frames to this short side (px)."
+    ),
+    resize: str | None = typer.Option(
+        None, "--resize", help="Squash frames to exactly WxH, like ffmpeg scale=W:H (336x336)."
     ),
     jpeg_quality: int = typer.Option(95, "--jpeg-quality", help="JPEG quality 1-100."),
     decoder: str = typer.Option(
@@ -75,6 +80,7 @@ def extract(
             sampling=sampling,
             seed=seed,
             short_side=short_side,
+            resize=resize,
             jpeg_quality=jpeg_quality,
             decoder=decoder,
             shard_index=shard_index,
