@@ -89,6 +89,7 @@ def row_dict(s: Any, label_ids: dict[str, int]) -> dict[str, Any]:
         "images": list(s.image_files),
         "video": None,
         "label": label_ids[s.label],
+        "captions": s.captions,
         "youtube_id": s.youtube_id,
         "kinetics_split": s.kinetics_split,
         "time_start": s.time_start,

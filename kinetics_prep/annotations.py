@@ -12,7 +12,8 @@ small ways that break naive readers:
   is used, never ``line.split(",")``.
 
 The JSON form (``{youtube_id: {"annotations": {"label", "segment"}, "subset",
-"url"}}``) is read too. A bad row is reported as a :class:`RowError` with file
+"url"}}``) is read too, and so are VATEX's caption files (a JSON list of
+``{"videoID", "enCap"}``; :mod:`kinetics_prep.vatex`). A bad row is reported as a :class:`RowError` with file
 and row number while every other row is still read: one typo must not cost a
 19,906-row file.
 
@@ -278,6 +279,15 @@ def read_annotations(path: str | Path) -> Annotations:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"annotation file {str(path)!r} cannot be read: {exc}") from exc
+    if text.lstrip().startswith("["):  # a JSON list: VATEX's caption files
+        from kinetics_prep.vatex import as_annotations, is_vatex
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if is_vatex(data):
+            return as_annotations(data, path=str(path))
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         raw = _json_rows(path, text)
     else:

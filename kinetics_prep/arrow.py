@@ -65,7 +65,8 @@ def features_for(labels: Sequence[str]) -> datasets.Features:
             ),
             "images": List(Image()),
             "video": Value("string"),
-            "label": ClassLabel(names=list(labels)),
+            "label": ClassLabel(names=list(labels)),  # null when unknown (caption data)
+            "captions": List(Value("string")),  # caption data: the reference captions
             "youtube_id": Value("string"),
             "kinetics_split": Value("string"),
             "time_start": Value("float64"),
@@ -119,7 +120,8 @@ def rows_table(
         "messages": [_trl_messages(s) for s in rows],
         "images": image_column,
         "video": [s.video for s in rows],
-        "label": [label_ids[s.label] for s in rows],
+        "label": [None if s.label is None else label_ids[s.label] for s in rows],
+        "captions": [s.captions for s in rows],
         "youtube_id": [s.youtube_id for s in rows],
         "kinetics_split": [s.kinetics_split for s in rows],
         "time_start": [s.time_start for s in rows],
@@ -197,7 +199,7 @@ class _Fingerprint:
     def update(self, rows: Sequence[Sample]) -> None:
         for s in rows:
             self._hash.update(
-                "\0".join([s.id, s.label, s.answer, s.prompt, s.video or "", *s.images]).encode()
+                "\0".join([s.id, s.label or "", s.answer, s.prompt, s.video or "", *s.images]).encode()
             )
 
     def hexdigest(self) -> str:

@@ -6,9 +6,16 @@ folder, joins optional annotation metadata on ``clip_id``, and writes, beside
 
 - ``<stem>.json``: every usable clip as ``{"id", "messages", <metadata>}``;
 - ``<stem>.train.json`` / ``<stem>.validation.json`` when ``val_fraction > 0``;
-- ``label_map.json``: the label id order and the answer template;
+- ``label_map.json``: the label id order and the answer template (``null`` for
+  caption answers);
 - ``<stem>_arrow/``: the same samples as a ``datasets`` DatasetDict;
 - ``<stem>.report.json``: what was built and what was left out, by reason.
+
+With ``captions`` (a VATEX file, :mod:`kinetics_prep.vatex`) the answer is a
+caption of the clip instead of the templated label: ``first`` (what the
+reference dataset did), ``random`` (one per clip, fixed by seed and clip id) or
+``all`` (the first is the answer and every caption is kept in ``captions`` as a
+reference for ``kprep eval``). A label is then optional.
 
 Clips that cannot become a sample (extract failed, frames gone, no label, ...)
 are counted by reason, never silently dropped and never a crash. Every file is
@@ -29,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.captions import CAPTION_MODES as CAPTION_CHOICES
+from kinetics_prep.captions import choose_caption
 from kinetics_prep.conversation import (
     DEFAULT_ANSWER_TEMPLATE,
     DEFAULT_PROMPT,
@@ -55,6 +64,7 @@ NOT_IN_ANNOTATIONS = "not in --annotations"
 NO_LABEL = "no label"
 FRAMES_MISSING = "frames missing"
 VIDEO_MISSING = "video file missing"
+NO_CAPTION = "no caption in --captions"
 
 
 class ManifestError(ValueError):
@@ -76,12 +86,21 @@ class ManifestConfig:
     format: str = "seed"  # seed | llava (what the JSON files hold)
     arrow: bool = True  # also write <stem>_arrow/
     images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+    captions: Path | None = None  # VATEX (or clip_id -> captions) file: captions as answers
+    caption: str = "first"  # first | random | all (which caption answers; see module doc)
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
         self.output = Path(self.output)
         self.annotations = Path(self.annotations) if self.annotations is not None else None
+        self.captions = Path(self.captions) if self.captions is not None else None
         problems = []
+        if self.caption not in CAPTION_CHOICES:
+            problems.append(
+                f"--caption ({self.caption!r}) must be one of {', '.join(CAPTION_CHOICES)}"
+            )
+        if self.captions is not None and not self.captions.is_file():
+            problems.append(f"--captions ({str(self.captions)!r}) does not exist")
         if self.media not in MEDIA_CHOICES:
             problems.append(f"--media ({self.media!r}) must be one of {', '.join(MEDIA_CHOICES)}")
         if self.format not in FORMAT_CHOICES:
@@ -141,7 +160,7 @@ class Sample:
     """One usable clip: its conversation and metadata (paths relative to the image root)."""
 
     id: str
-    label: str
+    label: str | None  # None for a caption sample whose Kinetics class is unknown
     prompt: str
     answer: str
     images: list[str]  # relative to the image root, frame order
@@ -154,6 +173,7 @@ class Sample:
     frame_indices: list[int] | None = None
     timestamps: list[float] | None = None
     split: str = "train"
+    captions: list[str] | None = None  # caption datasets: the reference captions kept
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -163,7 +183,7 @@ class Sample:
 
     def entry(self) -> dict[str, Any]:
         """The seed-format manifest entry (``docs/schema.md``)."""
-        return {
+        entry = {
             "id": self.id,
             "messages": self.messages,
             "label": self.label,
@@ -175,10 +195,15 @@ class Sample:
             "frame_indices": self.frame_indices,
             "timestamps": self.timestamps,
         }
+        if self.captions is not None:
+            entry["captions"] = self.captions
+        return entry
 
     def llava_entry(self) -> dict[str, Any]:
         entry = to_llava(sample_id=self.id, messages=self.messages)
         entry.update(label=self.label, split=self.split, youtube_id=self.youtube_id)
+        if self.captions is not None:
+            entry["captions"] = self.captions
         return entry
 
 
@@ -314,8 +339,14 @@ def collect_samples(
     answer_template: str,
     media: str,
     seed: int,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    caption: str = "first",
 ) -> tuple[list[Sample], Counter]:
-    """Every usable record as a Sample (sorted by id) and the left-out counts by reason."""
+    """Every usable record as a Sample (sorted by id) and the left-out counts by reason.
+
+    With ``captions`` the answer is a caption (``caption`` picks which) and a
+    clip without captions is left out; without, it is the templated label.
+    """
     samples: list[Sample] = []
     left_out: Counter = Counter()
     frames_abs = os.path.abspath(frames_dir)
@@ -334,8 +365,14 @@ def collect_samples(
                 left_out[NOT_IN_ANNOTATIONS] += 1
                 continue
             meta = {**record, **{k: v for k, v in found.items() if v is not None}}
-        label = meta.get("label")
-        if not label:
+        label = meta.get("label") or None
+        clip_captions: list[str] | None = None
+        if captions is not None:
+            clip_captions = list(captions.get(clip_id) or [])
+            if not clip_captions:
+                left_out[NO_CAPTION] += 1
+                continue
+        elif not label:
             left_out[NO_LABEL] += 1
             continue
         names = record["frames"]
@@ -350,12 +387,18 @@ def collect_samples(
             if video is None:
                 left_out[VIDEO_MISSING] += 1
                 continue
+        if clip_captions is not None:
+            answer = choose_caption(clip_captions, mode=caption, seed=seed, sample_id=clip_id)
+            kept = clip_captions if caption == "all" else [answer]
+        else:
+            answer, kept = answer_for(label=str(label), template=answer_template), None
         samples.append(
             Sample(
                 id=clip_id,
-                label=str(label),
+                label=str(label) if label else None,
                 prompt=choose_prompt(prompts=prompts, seed=seed, sample_id=clip_id),
-                answer=answer_for(label=str(label), template=answer_template),
+                answer=answer,
+                captions=kept,
                 images=[] if video else images,
                 image_files=[] if video else files,
                 video=video,
@@ -389,8 +432,19 @@ def _dump(entries: Sequence[Mapping[str, Any]]) -> str:
     return f"[\n{lines}\n]\n"
 
 
-def write_label_map(path: Path, labels: Sequence[str], answer_template: str) -> list[str]:
-    """Keep an existing map's id order, append new labels sorted, record the template."""
+def _load_captions(path: Path | None) -> dict[str, list[str]] | None:
+    if path is None:
+        return None
+    from kinetics_prep.vatex import load_captions
+
+    return load_captions(path)
+
+
+def write_label_map(path: Path, labels: Sequence[str], answer_template: str | None) -> list[str]:
+    """Keep an existing map's id order, append new labels sorted, record the template.
+
+    ``answer_template`` is None for caption answers (no answer is a template).
+    """
     from kinetics_prep.annotations import atomic_write_text
     from kinetics_prep.annotations import write_label_map as merge_labels
 
@@ -427,6 +481,8 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         answer_template=config.answer_template,
         media=config.media,
         seed=config.seed,
+        captions=_load_captions(config.captions),
+        caption=config.caption,
     )
     summary = ManifestSummary(records=len(records), samples=len(samples), left_out=left_out)
     if not samples:
@@ -443,7 +499,7 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
     by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
     by_split = {name: rows for name, rows in by_split.items() if rows}
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
+    summary.per_label = dict(sorted(Counter(s.label for s in samples if s.label).items()))
 
     def render(rows: Sequence[Sample]) -> str:
         if config.format == "llava":
@@ -460,7 +516,9 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
                 config.split_path(name).unlink()
                 log.info("removed stale %s", config.split_path(name))
     summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), config.answer_template
+        config.label_map_path,
+        sorted(summary.per_label),
+        None if config.captions is not None else config.answer_template,
     )
     summary.outputs.append(config.label_map_path)
 
@@ -475,6 +533,8 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         "seed": config.seed,
         "format": config.format,
         "images": config.images if config.arrow else None,
+        "captions": str(config.captions) if config.captions else None,
+        "caption": config.caption if config.captions else None,
     }
     if config.arrow:
         from kinetics_prep.arrow import write_arrow_dataset

@@ -49,8 +49,18 @@ def build_manifest(
     images: str = typer.Option(
         "embed", "--images", help="Arrow images: embed (JPEG bytes) | paths (absolute paths)."
     ),
+    captions: Path | None = typer.Option(
+        None,
+        "--captions",
+        help="VATEX JSON (or {clip_id: [captions]}): answer with captions, not the label.",
+    ),
+    caption: str = typer.Option(
+        "first",
+        "--caption",
+        help="first (the reference's) | random (per clip, seeded) | all (all kept for eval).",
+    ),
 ) -> None:
-    """Frames + labels -> the conversation manifest, label map and Arrow dataset."""
+    """Frames + labels (or captions) -> the conversation manifest, label map and Arrow dataset."""
     from rich.table import Table
 
     from kinetics_prep.conversation import DEFAULT_PROMPT, ConversationError, parse_prompts
@@ -77,6 +87,8 @@ def build_manifest(
             format=fmt,
             arrow=arrow,
             images=images,
+            captions=captions,
+            caption=caption,
         )
         summary = build(config)
     except (ManifestError, ConversationError) as error:
