@@ -199,7 +199,9 @@ class _Fingerprint:
     def update(self, rows: Sequence[Sample]) -> None:
         for s in rows:
             self._hash.update(
-                "\0".join([s.id, s.label or "", s.answer, s.prompt, s.video or "", *s.images]).encode()
+                "\0".join(
+                    [s.id, s.label or "", s.answer, s.prompt, s.video or "", *s.images]
+                ).encode()
             )
 
     def hexdigest(self) -> str:

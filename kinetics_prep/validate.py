@@ -12,6 +12,11 @@ a :class:`ValidationReport`; one bad sample never hides the others. Checks:
   ``answer_template`` applied to its label;
 - no YouTube video has clips on both sides of the train/validation split.
 
+A caption dataset (free-text answers, e.g. VATEX captions or the reference
+``kinetic_3K.json``) needs no label map: when no map is found and no sample
+carries a label, the label checks do not apply (``kind == "captions"``), and a
+sample's ``captions``, when present, must be non-empty and hold its answer.
+
 A file that cannot be read at all raises :class:`ValidationError`.
 """
 
@@ -48,6 +53,7 @@ ANSWER_MISMATCH = "answer does not match label"
 NO_LABEL_MAP = "no label map"
 LEAKAGE = "youtube video in both splits"
 MEDIA_MISMATCH = "media count mismatch"
+BAD_CAPTIONS = "answer not among captions"
 
 
 class ValidationError(ValueError):
@@ -73,6 +79,7 @@ class ValidationReport:
     splits: dict[str, int] = field(default_factory=dict)
     expected_frames: int | None = None
     labels: int = 0
+    kind: str = "labels"  # labels | captions (free-text answers, no label map needed)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -96,6 +103,7 @@ class _Item:
     video: str | None
     frame_indices: list[int] | None
     youtube_id: str | None
+    captions: list[str] | None = None
 
 
 def _decode_image(source: Any) -> None:
@@ -153,6 +161,7 @@ def _json_items(path: Path, root: Path) -> Iterator[_Item | Problem]:
             video=videos[0] if videos else None,
             frame_indices=entry.get("frame_indices"),
             youtube_id=entry.get("youtube_id"),
+            captions=entry.get("captions"),
         )
 
 
@@ -179,6 +188,7 @@ def _llava_item(entry: dict[str, Any], sample_id: str, root: Path) -> _Item | Pr
         video=entry.get("video"),
         frame_indices=entry.get("frame_indices"),
         youtube_id=entry.get("youtube_id"),
+        captions=entry.get("captions"),
     )
 
 
@@ -223,6 +233,7 @@ def _arrow_items(path: Path) -> Iterator[_Item | Problem]:
                 video=row.get("video"),
                 frame_indices=row.get("frame_indices"),
                 youtube_id=row.get("youtube_id"),
+                captions=row.get("captions"),
             )
 
 
@@ -285,10 +296,7 @@ def validate_dataset(
         raise ValidationError(f"--label-map {map_path} does not exist")
     labels, template = _load_label_map(map_path)
     report.labels = len(labels or [])
-    if labels is None:
-        report.problems.append(
-            Problem(NO_LABEL_MAP, "-", f"no {LABEL_MAP_NAME} next to {path}: pass --label-map")
-        )
+    labelled = False  # any sample with a label (then a missing map is a problem)
     known = set(labels or [])
     answers = {template.format(label=x): x for x in labels or []} if template else {}
 
@@ -311,6 +319,14 @@ def validate_dataset(
         seen.add(item.id)
         if not item.answer.strip():
             problems.append(Problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty"))
+        labelled = labelled or item.label is not None
+        if item.captions is not None and (
+            not all(isinstance(c, str) and c.strip() for c in item.captions)
+            or item.answer not in item.captions
+        ):
+            problems.append(
+                Problem(BAD_CAPTIONS, item.id, f"answer {item.answer!r} is not one of its captions")
+            )
         if labels is not None:
             if item.label is not None and item.label not in known:
                 problems.append(
@@ -371,6 +387,12 @@ def validate_dataset(
                 problems.append(
                     Problem(FRAME_ORDER, item.id, "frame numbers / frame_indices do not increase")
                 )
+    if labels is None and labelled:
+        report.problems.insert(
+            0, Problem(NO_LABEL_MAP, "-", f"no {LABEL_MAP_NAME} next to {path}: pass --label-map")
+        )
+    if not labelled and not template:
+        report.kind = "captions"
     expected: int | None = num_frames or (
         frame_counts.most_common(1)[0][0] if frame_counts else None
     )
@@ -401,6 +423,7 @@ def report_json(report: ValidationReport) -> dict[str, Any]:
         "splits": report.splits,
         "expected_frames": report.expected_frames,
         "labels": report.labels,
+        "kind": report.kind,
         "counts": report.counts(),
         "problems": [p.__dict__ for p in report.problems],
     }

@@ -146,7 +146,9 @@ def parse_vatex(data: Any, *, path: str, split: str | None = None) -> VatexFile:
         captions = tuple(c.strip() for c in raw if c.strip())
         if video_id in seen:
             errors.append(
-                RowError(path, number, f"duplicate videoID {video_id} (first at entry {seen[video_id]})")
+                RowError(
+                    path, number, f"duplicate videoID {video_id} (first at entry {seen[video_id]})"
+                )
             )
             continue
         seen[video_id] = number
@@ -229,7 +231,9 @@ def load_captions(path: str | Path) -> dict[str, list[str]]:
         else:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError as error:
-        raise AnnotationError(f"--captions {str(path)!r} is not JSON or JSON lines ({error})") from None
+        raise AnnotationError(
+            f"--captions {str(path)!r} is not JSON or JSON lines ({error})"
+        ) from None
     if is_vatex(data):
         return parse_vatex(data, path=str(path)).captions()
     if isinstance(data, Mapping):

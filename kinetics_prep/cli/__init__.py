@@ -29,6 +29,7 @@ def version() -> None:
 from kinetics_prep.cli import download as _download  # noqa: E402,F401
 from kinetics_prep.cli import extract as _extract  # noqa: E402,F401
 from kinetics_prep.cli import manifest as _manifest  # noqa: E402,F401
+from kinetics_prep.cli import manifest_import as _manifest_import  # noqa: E402,F401
 
 
 def main() -> None:

@@ -159,6 +159,7 @@ def validate(
         table.add_row("files checked", str(report.files_checked))
         table.add_row("frames per sample", str(report.expected_frames))
         table.add_row("labels in map", str(report.labels))
+        table.add_row("answers", report.kind)
         for kind, count in report.counts().items():
             table.add_row(f"[red]{kind}[/]", str(count))
         console.print(table)
