@@ -363,7 +363,8 @@ def _json_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         raise AnnotationError(f"annotation file {str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise AnnotationError(
-            f"annotation file {str(path)!r} must be a JSON object {{youtube_id: {{annotations, subset}}}}"
+            f"annotation file {str(path)!r} must be a JSON object {{youtube_id: {{annotations, subset}}}} "
+            "or a VATEX list of {videoID, enCap}"
         )
     out: list[tuple[int, dict[str, Any]]] = []
     for number, (key, entry) in enumerate(data.items(), start=1):

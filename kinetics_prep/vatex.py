@@ -102,12 +102,8 @@ def split_from_name(name: str) -> str:
 
 
 def is_vatex(data: Any) -> bool:
-    """True for a parsed VATEX file: a JSON list whose entries carry ``videoID``."""
-    return (
-        isinstance(data, list)
-        and bool(data)
-        and all(isinstance(e, dict) and "videoID" in e for e in data[:10])
-    )
+    """True for a parsed VATEX file: a JSON list whose (first) entries carry ``videoID``."""
+    return isinstance(data, list) and any(isinstance(e, dict) and "videoID" in e for e in data[:10])
 
 
 def parse_vatex(data: Any, *, path: str, split: str | None = None) -> VatexFile:

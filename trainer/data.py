@@ -39,6 +39,8 @@ class Sample:
     messages: list[dict[str, Any]]
     images: list[Any]  # absolute paths (JSON) or PIL images / {"bytes"/"path"} (Arrow)
     video: str | None  # absolute path of a raw clip, else None
+    label: str | None = None  # the Kinetics class when the data names one
+    captions: list[str] | None = None  # caption data: every reference caption kept
 
 
 def _media_items(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -115,6 +117,8 @@ def _load_json(path: Path, *, image_folder, max_samples) -> list[Sample]:
                 messages=messages,
                 images=images,
                 video=videos[0] if videos else None,
+                label=entry.get("label"),
+                captions=entry.get("captions"),
             )
         )
     return samples
@@ -136,6 +140,7 @@ def _load_arrow(path: Path, *, image_folder, split, max_samples) -> list[Sample]
     if max_samples:
         ds = ds.select(range(min(max_samples, len(ds))))
     root = Path(image_folder) if image_folder else path.parent
+    names = getattr(ds.features.get("label"), "names", None)
     samples = []
     for i, row in enumerate(ds):
         messages = _check_messages(row.get("messages"), f"{path} row {i}")
@@ -152,9 +157,19 @@ def _load_arrow(path: Path, *, image_folder, split, max_samples) -> list[Sample]
                 messages=messages,
                 images=images,
                 video=str(root / video) if video else None,
+                label=_label_name(row.get("label"), names),
+                captions=row.get("captions"),
             )
         )
     return samples
+
+
+def _label_name(value: Any, names: list[str] | None) -> str | None:
+    if value is None:
+        return None
+    if names is not None and isinstance(value, int):
+        return names[value]
+    return str(value)
 
 
 def data_fingerprint(data_path: str | Path) -> str:

@@ -1,5 +1,8 @@
 """Held-out accuracy of Gemma 4 (base, fine-tuned, or both) on a kprep dataset.
 
+Datasets with free-text answers (captions) are scored by
+:mod:`trainer.caption_eval` instead (BLEU-4, ROUGE-L, CIDEr).
+
 Two ways to read an answer, both top-1 over the label set in ``label_map.json``:
 
 - **generation**: greedy decoding of a short answer (``max_new_tokens``), mapped
@@ -628,6 +631,10 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
             f"--data-path {config.data_path} does not exist: pass the held-out manifest JSON "
             "or Arrow folder written by `kprep build-manifest`"
         )
+    from trainer.caption_eval import evaluate_captions, is_caption_data
+
+    if is_caption_data(config):  # free-text answers: captioning metrics (caption_eval.py)
+        return evaluate_captions(config, progress=progress)
     matcher = load_label_map(config.label_map or find_label_map(config.data_path))
     samples = load_eval_samples(
         config.data_path,
@@ -695,6 +702,10 @@ def _headline(run: dict[str, Any]) -> str:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """One row per (model, frame order): the table the CLI prints and the model card embeds."""
+    if report.get("task") == "captions":
+        from trainer.caption_eval import caption_table
+
+        return caption_table(report)
     top_k = next((r["ranking"]["top_k"] for r in report["runs"] if "ranking" in r), 5)
     lines = [
         f"| model | frames | samples | generation top-1 | ranking top-1 | ranking top-{top_k} | unmatched answers |",
@@ -730,6 +741,10 @@ def per_class_table(run: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report and a markdown summary beside it (``.md``); atomic."""
+    if report.get("task") == "captions":
+        from trainer.caption_eval import write_caption_report
+
+        return write_caption_report(report, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     md = path.with_suffix(".md")

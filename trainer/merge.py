@@ -45,6 +45,9 @@ def _metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {"name": f"top-1 accuracy (generation{suffix})", "value": run["generation"]["top1"]}
             )
+        for key, title in (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr")):
+            if "captions" in run:  # caption data (trainer/caption_eval.py)
+                rows.append({"name": f"{title}{suffix}", "value": run["captions"][key]})
         if "ranking" in run:
             k = run["ranking"]["top_k"]
             rows.append(
@@ -186,7 +189,15 @@ def model_card(
     lines.append("")
     lines.append("## Evaluation")
     lines.append("")
-    if eval_report:
+    if eval_report and eval_report.get("task") == "captions":
+        lines.append(
+            f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples "
+            "with free-text (caption) answers, scored against every reference caption "
+            "(pycocoevalcap BLEU-4, ROUGE-L, CIDEr; x100). See kprep's docs/evaluation.md."
+        )
+        lines.append("")
+        lines.append(markdown_table(eval_report).rstrip("\n"))
+    elif eval_report:
         lines.append(
             f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples, "
             f"{eval_report.get('num_labels')} classes (chance top-1 {100 * eval_report.get('chance_top1', 0):.1f}%). "
