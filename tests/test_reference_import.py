@@ -102,7 +102,11 @@ def test_reference_excerpt_imports_validates_and_trains_as_published(tmp_path):
 @pytest.mark.skipif(not FULL.is_file(), reason="../shared/data not next to the clone")
 def test_full_reference_manifest(tmp_path):
     entries = json.loads(FULL.read_text(encoding="utf-8"))
-    assert len(entries) == 3115
+    assert len(entries) == 3115  # the numbers docs/schema.md states about it
+    answers = [text_of(e["messages"][-1]) for e in entries]
+    assert len(set(answers)) == 3115
+    assert round(sum(len(a.split()) for a in answers) / len(answers), 1) == 14.7
+    assert all(set(e) == {"messages"} for e in entries)
     check_reference(FULL, tmp_path, images="paths")
 
 
