@@ -242,6 +242,7 @@ def dataset_card(
         "",
         "```bibtex",
         _citation(first),
+        *(["", _vatex_citation()] if config.get("captions") else []),
         "```",
         "",
     ]
@@ -257,6 +258,12 @@ def _answers_line(config: Mapping[str, Any]) -> str:
             "all kept captions are in the `captions` column"
         )
     return f"- answer template: `{config.get('answer_template')}`"
+
+
+def _vatex_citation() -> str:
+    from kinetics_prep.vatex import VATEX_CITATION
+
+    return VATEX_CITATION
 
 
 def _frames_per_sample(ds: datasets.Dataset) -> str:

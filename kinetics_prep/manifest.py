@@ -183,7 +183,7 @@ class Sample:
 
     def entry(self) -> dict[str, Any]:
         """The seed-format manifest entry (``docs/schema.md``)."""
-        entry = {
+        entry: dict[str, Any] = {
             "id": self.id,
             "messages": self.messages,
             "label": self.label,
