@@ -209,3 +209,20 @@ def test_vatex_captions_end_to_end(tmp_path, tiny_lora_run, one_torch_thread):
         app, ["eval", "--data-path", str(manifest), "--model-id", str(base), "--method", "ranking"]
     )
     assert ranking.exit_code == 2 and "--method generation" in ranking.output
+
+
+def test_which_evaluation_a_dataset_gets(tmp_path, tiny_lora_run):
+    from test_reference_import import EXCERPT, lay_out
+
+    from trainer.caption_eval import is_caption_data
+    from trainer.evaluate import EvalConfig
+
+    data, _, base = tiny_lora_run
+    lay_out(EXCERPT, tmp_path / "ref")
+    published = tmp_path / "ref" / "kinetic_3K.json"  # no label map: captions
+    assert is_caption_data(EvalConfig(model_id=str(base), data_path=str(published)))
+    assert not is_caption_data(EvalConfig(model_id=str(base), data_path=str(data / "demo.json")))
+    (tmp_path / "empty.json").write_text("[]")  # nothing to read: the label path explains
+    assert not is_caption_data(
+        EvalConfig(model_id=str(base), data_path=str(tmp_path / "empty.json"))
+    )
