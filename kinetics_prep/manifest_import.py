@@ -28,28 +28,45 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.annotations import parse_clip_id
-from kinetics_prep.arrow import BUILD_REPORT_NAME
-from kinetics_prep.conversation import ConversationError, build_messages, media_paths, text_of
-from kinetics_prep.manifest import IMAGES_CHOICES, ManifestError, Sample
+from kinetics_prep.errors import ConversationError, ManifestError
+from kinetics_prep.manifest import IMAGES_CHOICES
+from kinetics_prep.schema import (
+    BUILD_REPORT_NAME,
+    Sample,
+    arrow_dir,
+    build_messages,
+    media_paths,
+    text_of,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ImportConfig:
-    """What ``kprep import-manifest`` needs; checked on creation."""
+    """What ``kprep import-manifest`` needs; checked on creation (flags come from the fields)."""
 
-    manifest: Path  # seed-format JSON list or JSON lines
-    image_root: Path | None = None  # the folder image paths are relative to [the manifest's]
-    output: Path | None = None  # the Arrow folder [<manifest stem>_arrow beside the manifest]
-    images: str = "embed"  # embed the JPEG bytes | reference absolute paths
-    split: str = "train"  # the split the samples go to
+    manifest: Path = field(
+        metadata={"help": "Seed-format manifest: JSON list or JSON lines.", "cli": False}
+    )
+    image_root: Path | None = field(
+        default=None,
+        metadata={"help": "Folder the image paths are relative to.", "default_help": "its folder"},
+    )
+    output: Path | None = field(
+        default=None,
+        metadata={"help": "Arrow folder to write.", "default_help": "<stem>_arrow beside it"},
+    )
+    images: str = field(
+        default="embed", metadata={"help": "embed (JPEG bytes) | paths (absolute paths)."}
+    )
+    split: str = field(default="train", metadata={"help": "Split the samples go to."})
 
     def __post_init__(self) -> None:
         self.manifest = Path(self.manifest)
         self.image_root = Path(self.image_root) if self.image_root else self.manifest.parent
         if self.output is None:
-            self.output = self.manifest.with_name(f"{self.manifest.stem}_arrow")
+            self.output = arrow_dir(self.manifest)
         self.output = Path(self.output)
         problems = []
         if not self.manifest.is_file():
@@ -83,7 +100,10 @@ class ImportSummary:
 
 def read_entries(path: Path) -> list[dict[str, Any]]:
     """A manifest's entries: a JSON list, or one JSON object per line."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path} cannot be read ({error})") from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -130,9 +150,8 @@ def sample_from_entry(entry: dict[str, Any], *, index: int, image_root: Path, wh
         first = images[0] if images else videos[0]
         sample_id = Path(first).parent.name if images else Path(first).stem
     sample_id = str(sample_id or index)
-    files = [str(image_root / name) for name in images]
-    for name, file in zip(images, files, strict=True):
-        if not Path(file).is_file():
+    for name in images:
+        if not (image_root / name).is_file():
             raise ManifestError(
                 f"{where}: frame {name!r} not found under --image-root {str(image_root)!r}; "
                 "pass the folder the paths are relative to"
@@ -143,19 +162,20 @@ def sample_from_entry(entry: dict[str, Any], *, index: int, image_root: Path, wh
     parsed = parse_clip_id(sample_id)
     return Sample(
         id=sample_id,
-        label=entry.get("label") or None,
         prompt=prompt,
         answer=answer,
         images=images,
-        image_files=files,
         video=videos[0] if videos else None,
-        youtube_id=entry.get("youtube_id") or (parsed[0] if parsed else None),
-        kinetics_split=entry.get("kinetics_split"),
-        time_start=_float(entry.get("time_start"), parsed[1] if parsed else None),
-        time_end=_float(entry.get("time_end"), parsed[2] if parsed else None),
-        frame_indices=entry.get("frame_indices"),
-        timestamps=entry.get("timestamps"),
+        label=entry.get("label") or None,
         split=str(entry.get("split") or "train"),
+        metadata={
+            "youtube_id": entry.get("youtube_id") or (parsed[0] if parsed else None),
+            "kinetics_split": entry.get("kinetics_split"),
+            "time_start": _float(entry.get("time_start"), parsed[1] if parsed else None),
+            "time_end": _float(entry.get("time_end"), parsed[2] if parsed else None),
+            "frame_indices": entry.get("frame_indices"),
+            "timestamps": entry.get("timestamps"),
+        },
         captions=[str(c) for c in captions],
     )
 
@@ -208,6 +228,7 @@ def import_manifest(config: ImportConfig) -> ImportSummary:
         out_dir=config.output,
         labels=summary.labels,
         images=config.images,
+        image_root=config.image_root,
         build_report=report,
     )
     summary.arrow_dir = config.output

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.annotations import (
-    AnnotationError,
     Annotations,
     ClipRow,
     RowError,
     parse_clip_id,
     read_annotations,
 )
+from kinetics_prep.errors import AnnotationError
 
 VATEX_CITATION = """@inproceedings{wang2019vatex,
   title     = {VaTeX: A Large-Scale, High-Quality Multilingual Dataset for Video-and-Language Research},

@@ -71,7 +71,17 @@ def check_reference(manifest: Path, tmp_path: Path, *, images: str) -> None:
     from trainer.data import load_samples
 
     from_json = load_samples(published)
-    assert [s.messages for s in from_json] == [e["messages"] for e in entries]
+
+    def rooted(messages: list[dict]) -> list[dict]:  # the reader resolves image paths
+        return [
+            {**m, "content": [
+                {**c, "image": str(root / c["image"])} if c["type"] == "image" else c
+                for c in m["content"]
+            ]}
+            for m in messages
+        ]  # fmt: skip
+
+    assert [s.messages for s in from_json] == [rooted(e["messages"]) for e in entries]
     assert [s.images for s in from_json] == [
         [str(root / p) for p in media_paths(e["messages"], "image")] for e in entries
     ]

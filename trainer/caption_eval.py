@@ -26,24 +26,29 @@ generated answer is kept in the report.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.errors import KprepError
+from kinetics_prep.fileio import atomic_write_json, atomic_write_text
+from kinetics_prep.schema import Sample, read_label_map
+from trainer.errors import EvalError
 from trainer.evaluate import (
-    REPORT_VERSION,
-    AnswerMatcher,
     EvalConfig,
-    EvalError,
-    EvalSample,
     Progress,
-    find_label_map,
+    Scorer,
+    _models,
+    _video_settings,
     frame_permutation,
-    normalize_answer,
+    num_frames_of,
+    prompt_item,
+    reorder_frames,
 )
+from trainer.labels import AnswerMatcher, find_label_map, normalize_answer
+from trainer.report import REPORT_VERSION
 
 METRICS = ("bleu4", "rouge_l", "cider")
 METEOR_NOTE = (
@@ -137,7 +142,7 @@ def is_caption_data(config: EvalConfig) -> bool:
     try:
         found = find_label_map(config.data_path)
     except EvalError:
-        from trainer.data import DataError, load_samples
+        from trainer.data import load_samples
 
         try:
             load_samples(
@@ -146,7 +151,7 @@ def is_caption_data(config: EvalConfig) -> bool:
                 split=config.split,
                 max_samples=1,
             )
-        except DataError:
+        except KprepError:
             return False
         return True
     return _template_of(found) is None
@@ -154,75 +159,61 @@ def is_caption_data(config: EvalConfig) -> bool:
 
 def _template_of(path: Path) -> str | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"--label-map {path} cannot be read ({exc})") from exc
-    return data.get("answer_template") if isinstance(data, dict) else None
+        return read_label_map(path).answer_template
+    except KprepError as exc:
+        raise EvalError(f"--label-map: {exc}") from None
 
 
 # --- the evaluation ------------------------------------------------------------------------
 
 
-def load_caption_samples(config: EvalConfig) -> list[tuple[EvalSample, list[str]]]:
-    """Each sample with its reference captions (its ``captions``, else its answer)."""
-    from trainer.data import DataError, load_samples
-    from trainer.evaluate import _text_of
+def references_of(sample: Sample) -> list[str]:
+    """A sample's reference captions: its ``captions``, else its answer."""
+    return [c for c in (sample.captions or [sample.answer]) if c and c.strip()]
 
-    try:
-        samples = load_samples(
-            config.data_path,
-            image_folder=config.image_folder,
-            split=config.split,
-            max_samples=config.max_samples,
-        )
-    except DataError as exc:
-        raise EvalError(str(exc)) from exc
-    out = []
+
+def load_caption_samples(config: EvalConfig) -> list[Sample]:
+    """The held-out samples (frames or raw video, as training reads them), each with references."""
+    from trainer.data import load_samples
+
+    samples = load_samples(
+        config.data_path,
+        image_folder=config.image_folder,
+        split=config.split,
+        max_samples=config.max_samples,
+    )
     for sample in samples:
-        if sample.video is not None:
-            raise EvalError(
-                f"{config.data_path}: sample {sample.id} is a raw-video entry; evaluate an "
-                "image-sequence manifest (kprep build-manifest without --media video)"
-            )
-        answer = _text_of(sample.messages[-1])
-        references = [c for c in (sample.captions or [answer]) if c and c.strip()]
-        if not references:
+        if not references_of(sample):
             raise EvalError(f"{config.data_path}: sample {sample.id} has an empty answer")
-        out.append(
-            (
-                EvalSample(
-                    id=sample.id,
-                    prompt_messages=sample.messages[:-1],
-                    images=list(sample.images),
-                    label=sample.label or "",
-                ),
-                references,
-            )
-        )
-    return out
+    return samples
 
 
 def run_captions(
-    scorer,
-    samples: Sequence[tuple[EvalSample, list[str]]],
+    scorer: Scorer,
+    samples: Sequence[Sample],
     *,
     frame_order: str,
     max_new_tokens: int,
     seed: int,
     name: str,
     progress: Progress | None = None,
+    num_frames: int = 4,
+    sampling: str = "center",
+    decoder: str = "auto",
 ) -> dict[str, Any]:
     """One (model, frame order) run: generate every answer, then score them all."""
-    from trainer.data import load_image
+    from trainer.data import ConversationDataset
 
+    dataset = ConversationDataset(
+        list(samples), num_frames=num_frames, sampling=sampling, decoder=decoder
+    )
     started = time.time()
     rows = []
-    for index, (sample, references) in enumerate(samples):
-        frames = [load_image(x) for x in sample.images]
-        perm = frame_permutation(len(frames), frame_order, seed=seed, index=index)
+    for index, sample in enumerate(samples):
+        item = dataset[index]
+        perm = frame_permutation(num_frames_of(item), frame_order, seed=seed, index=index)
         text, _ = scorer.run(
-            sample,
-            [frames[i] for i in perm],
+            prompt_item(reorder_frames(item, perm)),
             generate=True,
             rank=False,
             max_new_tokens=max_new_tokens,
@@ -231,7 +222,7 @@ def run_captions(
         row: dict[str, Any] = {
             "id": sample.id,
             "generated": text,
-            "references": references,
+            "references": references_of(sample),
             "frame_order": perm,
         }
         if sample.label:
@@ -276,7 +267,7 @@ def evaluate_captions(config: EvalConfig, *, progress: Progress | None = None) -
     """Every (model, frame order) of ``config`` on caption data; the report (written if asked)."""
     from dataclasses import asdict
 
-    from trainer.evaluate import Scorer, load_eval_model
+    from trainer.loading import load_finetuned, training_summary
 
     started = time.time()
     if config.method == "ranking":
@@ -285,14 +276,10 @@ def evaluate_captions(config: EvalConfig, *, progress: Progress | None = None) -
             "(captions): use --method generation"
         )
     samples = load_caption_samples(config)
-    models: list[tuple[str, str | None]] = []
-    if config.adapter is None or config.compare_base:
-        models.append(("base", None))
-    if config.adapter is not None:
-        models.append(("fine-tuned", config.adapter))
+    video = _video_settings(config, training_summary(config.adapter).get("recipe") or {})
     runs = []
-    for name, adapter in models:
-        model, processor = load_eval_model(
+    for name, adapter in _models(config):
+        model, processor = load_finetuned(
             config.model_id, adapter, max_soft_tokens=config.max_soft_tokens
         )
         scorer = Scorer(model, processor, AnswerMatcher([]), max_soft_tokens=config.max_soft_tokens)
@@ -305,6 +292,7 @@ def evaluate_captions(config: EvalConfig, *, progress: Progress | None = None) -
                 seed=config.seed,
                 name=name,
                 progress=progress,
+                **video,
             )
             run["adapter"] = adapter
             runs.append(run)
@@ -317,7 +305,10 @@ def evaluate_captions(config: EvalConfig, *, progress: Progress | None = None) -
         "data_path": str(config.data_path),
         "split": config.split,
         "num_samples": len(samples),
-        "references_per_sample": round(sum(len(r) for _, r in samples) / len(samples), 3),
+        "num_videos": sum(s.video is not None for s in samples),
+        "references_per_sample": round(
+            sum(len(references_of(s)) for s in samples) / len(samples), 3
+        ),
         "method": "generation",
         "metrics": {
             "bleu4": "pycocoevalcap Bleu(4), corpus BLEU-4",
@@ -327,6 +318,7 @@ def evaluate_captions(config: EvalConfig, *, progress: Progress | None = None) -
             "meteor": METEOR_NOTE,
         },
         "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "video": video,
         "runs": runs,
         "seconds": round(time.time() - started, 3),
     }
@@ -357,7 +349,6 @@ def caption_table(report: Mapping[str, Any]) -> str:
 def write_caption_report(report: Mapping[str, Any], path: str | Path) -> tuple[Path, Path]:
     """The JSON report and a markdown page beside it (``.md``) with every generated answer."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     md = path.with_suffix(".md")
     text = [
         f"# Caption evaluation of {report['model_id']}",
@@ -377,8 +368,6 @@ def write_caption_report(report: Mapping[str, Any], path: str | Path) -> tuple[P
             reference = row["references"][0].replace("|", "\\|")
             text.append(f"| {row['id']} | {generated} | {reference} |")
         text.append("")
-    for target, body in ((path, json.dumps(report, indent=2) + "\n"), (md, "\n".join(text))):
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(body, encoding="utf-8")
-        tmp.replace(target)
+    atomic_write_json(path, report)
+    atomic_write_text(md, "\n".join(text))
     return path, md

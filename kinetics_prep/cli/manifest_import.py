@@ -1,44 +1,33 @@
-"""`kprep import-manifest`: a seed-format manifest + its frames -> kprep's Arrow dataset."""
+"""`kprep import-manifest`: a seed-format manifest + its frames -> kprep's Arrow dataset.
+
+Flags come from ImportConfig's fields; the manifest is the one argument.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
+from kinetics_prep.cli.common import console
+from kinetics_prep.cli.flags import command_from_config
+from kinetics_prep.manifest_import import ImportConfig
+
+_MANIFEST = inspect.Parameter(
+    "manifest",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Argument(..., help="Seed-format manifest: JSON list or JSON lines."),
+    annotation=Path,
+)
 
 
-@app.command("import-manifest")
-def import_manifest(
-    manifest: Path = typer.Argument(..., help="Seed-format manifest: JSON list or JSON lines."),
-    image_root: Path | None = typer.Option(
-        None, "--image-root", help="Folder the image paths are relative to [default: its folder]."
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", help="Arrow folder to write [default: <stem>_arrow beside it]."
-    ),
-    images: str = typer.Option(
-        "embed", "--images", help="embed (JPEG bytes) | paths (absolute paths)."
-    ),
-    split: str = typer.Option("train", "--split", help="Split the samples go to."),
-) -> None:
+def import_manifest(values: dict[str, Any], manifest: Path) -> None:
     """An existing manifest (e.g. the reference kinetic_3K.json) -> Arrow dataset, unchanged."""
-    from kinetics_prep.manifest import ManifestError
-    from kinetics_prep.manifest_import import ImportConfig
     from kinetics_prep.manifest_import import import_manifest as run
 
-    try:
-        summary = run(
-            ImportConfig(
-                manifest=manifest, image_root=image_root, output=output, images=images, split=split
-            )
-        )
-    except ManifestError as error:
-        fail(str(error))
-    except OSError as error:
-        fail(f"{manifest}: {error}")
+    summary = run(ImportConfig(manifest=manifest, **values))
     frames = ", ".join(f"{n} frames: {c}" for n, c in sorted(summary.frames_per_sample.items()))
     console.print(
         f"imported {summary.samples} samples ({frames}; {len(summary.labels)} labels; "
@@ -46,3 +35,10 @@ def import_manifest(
         highlight=False,
     )
     console.print(f"wrote {summary.arrow_dir}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `import-manifest` to ``app``."""
+    app.command("import-manifest")(
+        command_from_config(ImportConfig, import_manifest, extra=[_MANIFEST])
+    )
