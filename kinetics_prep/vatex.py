@@ -16,7 +16,9 @@ by clip id.
 The reference dataset (``docs/schema.md``) answered every clip with the
 *first* English caption of ``vatex_training_v1.0.json``.
 
-Like :mod:`kinetics_prep.annotations`, a bad entry is a :class:`RowError`
+The entries themselves are parsed in :mod:`kinetics_prep.annotations`
+(``parse_vatex_entries``), so ``kprep download --annotations`` reads VATEX
+files with the same rules. Like there, a bad entry is a :class:`RowError`
 (file and entry number) and every other entry is still read.
 """
 
@@ -29,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.annotations import (
-    Annotations,
-    ClipRow,
     RowError,
-    parse_clip_id,
+    is_vatex,
+    parse_vatex_entries,
     read_annotations,
+    vatex_split,
 )
 from kinetics_prep.errors import AnnotationError
 
@@ -59,17 +61,6 @@ class VatexClip:
     label: str | None = None
     row: int = 0
 
-    def row_for_download(self) -> ClipRow:
-        """The entry as an annotation row (what download and extract read)."""
-        return ClipRow(
-            label=self.label,
-            youtube_id=self.youtube_id,
-            time_start=self.time_start,
-            time_end=self.time_end,
-            split=self.split,
-            row=self.row,
-        )
-
 
 @dataclass
 class VatexFile:
@@ -84,81 +75,28 @@ class VatexFile:
         return {c.clip_id: list(c.captions) for c in self.clips if c.captions}
 
 
-def split_from_name(name: str) -> str:
-    """The split a VATEX file holds, from its name (``vatex_training_v1.0.json`` -> train).
-
-    >>> split_from_name("vatex_public_test_english_v1.1.json")
-    'test'
-
-    VATEX's train and validation clips come from Kinetics-600's train split and
-    its test clips from Kinetics-600's validation split; this is VATEX's split.
-    A name that says none of train/val/test is read as ``train``.
-    """
-    lowered = Path(name).name.lower()
-    for key, split in (("test", "test"), ("val", "val"), ("train", "train")):
-        if key in lowered:
-            return split
-    return "train"
-
-
-def is_vatex(data: Any) -> bool:
-    """True for a parsed VATEX file: a JSON list whose (first) entries carry ``videoID``."""
-    return isinstance(data, list) and any(isinstance(e, dict) and "videoID" in e for e in data[:10])
+split_from_name = vatex_split  # the split a VATEX file holds, from its name
 
 
 def parse_vatex(data: Any, *, path: str, split: str | None = None) -> VatexFile:
-    """Entries of a parsed VATEX file -> :class:`VatexFile`; pure (no I/O)."""
-    if not isinstance(data, list):
-        raise AnnotationError(
-            f"VATEX file {path!r} must be a JSON list of {{'videoID', 'enCap'}} entries"
+    """Entries of a parsed VATEX file -> :class:`VatexFile`; pure (no I/O).
+
+    The entries are read by :func:`kinetics_prep.annotations.parse_vatex_entries`,
+    the same parser ``kprep download`` / ``extract --annotations`` use.
+    """
+    entries, errors = parse_vatex_entries(data, path=path, split=split)
+    clips = [
+        VatexClip(
+            clip_id=row.clip_id,
+            youtube_id=row.youtube_id,
+            time_start=row.time_start,
+            time_end=row.time_end,
+            captions=captions,
+            split=row.split,
+            row=row.row,
         )
-    split = split or split_from_name(path)
-    clips: list[VatexClip] = []
-    errors: list[RowError] = []
-    seen: dict[str, int] = {}
-    for number, entry in enumerate(data, start=1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("videoID"), str):
-            errors.append(RowError(path, number, "entry has no 'videoID' string"))
-            continue
-        video_id = entry["videoID"].strip()
-        parsed = parse_clip_id(video_id)
-        if parsed is None:
-            errors.append(
-                RowError(
-                    path,
-                    number,
-                    f"videoID {video_id!r} is not <youtube_id>_<start:06d>_<end:06d>",
-                )
-            )
-            continue
-        youtube_id, start, end = parsed
-        if end <= start:
-            errors.append(RowError(path, number, f"videoID {video_id!r}: end <= start"))
-            continue
-        raw = entry.get("enCap") or []
-        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
-            errors.append(RowError(path, number, f"{video_id}: 'enCap' must be a list of strings"))
-            continue
-        captions = tuple(c.strip() for c in raw if c.strip())
-        if video_id in seen:
-            errors.append(
-                RowError(
-                    path, number, f"duplicate videoID {video_id} (first at entry {seen[video_id]})"
-                )
-            )
-            continue
-        seen[video_id] = number
-        clips.append(
-            VatexClip(
-                clip_id=video_id,
-                youtube_id=youtube_id,
-                time_start=float(start),
-                time_end=float(end),
-                captions=captions,
-                split=split,
-                row=number,
-            )
-        )
+        for row, captions in entries
+    ]
     return VatexFile(path=path, clips=clips, errors=errors)
 
 
@@ -199,14 +137,6 @@ def _with_label(clip: VatexClip, label: str) -> VatexClip:
     from dataclasses import replace
 
     return replace(clip, label=label)
-
-
-def as_annotations(data: Any, *, path: str) -> Annotations:
-    """A parsed VATEX file as :class:`Annotations` rows (``read_annotations`` calls this)."""
-    loaded = parse_vatex(data, path=path)
-    return Annotations(
-        path=path, rows=[c.row_for_download() for c in loaded.clips], errors=loaded.errors
-    )
 
 
 def load_captions(path: str | Path) -> dict[str, list[str]]:
