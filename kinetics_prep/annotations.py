@@ -282,8 +282,8 @@ def read_annotations(path: str | Path) -> Annotations:
         except json.JSONDecodeError:
             data = None
         if is_vatex(data):
-            entries, errors = parse_vatex_entries(data, path=str(path))
-            return Annotations(path=str(path), rows=[row for row, _ in entries], errors=errors)
+            entries, bad = parse_vatex_entries(data, path=str(path))
+            return Annotations(path=str(path), rows=[row for row, _ in entries], errors=bad)
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         raw = _json_rows(path, text)
     else:
