@@ -91,6 +91,7 @@ def row_dict(s: Any, label_ids: dict[str, int]) -> dict[str, Any]:
         "images": list(s.images),
         "video": None,
         "label": label_ids[s.label],
+        "captions": s.captions,
         **s.metadata,
     }
 

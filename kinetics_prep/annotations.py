@@ -12,7 +12,8 @@ small ways that break naive readers:
   is used, never ``line.split(",")``.
 
 The JSON form (``{youtube_id: {"annotations": {"label", "segment"}, "subset",
-"url"}}``) is read too. A bad row is reported as a :class:`RowError` with file
+"url"}}``) is read too, and so are VATEX's caption files (a JSON list of
+``{"videoID", "enCap"}``; :mod:`kinetics_prep.vatex`). A bad row is reported as a :class:`RowError` with file
 and row number while every other row is still read: one typo must not cost a
 19,906-row file.
 
@@ -275,6 +276,14 @@ def read_annotations(path: str | Path) -> Annotations:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"annotation file {str(path)!r} cannot be read: {exc}") from exc
+    if text.lstrip().startswith("["):  # a JSON list: VATEX's caption files
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if is_vatex(data):
+            entries, bad = parse_vatex_entries(data, path=str(path))
+            return Annotations(path=str(path), rows=[row for row, _ in entries], errors=bad)
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         raw = _json_rows(path, text)
     else:
@@ -299,6 +308,88 @@ def read_annotations(path: str | Path) -> Annotations:
         seen[clip.clip_id] = number
         rows.append(clip)
     return Annotations(path=str(path), rows=rows, errors=errors)
+
+
+def is_vatex(data: Any) -> bool:
+    """True for a parsed VATEX file: a JSON list whose (first) entries carry ``videoID``."""
+    return isinstance(data, list) and any(isinstance(e, dict) and "videoID" in e for e in data[:10])
+
+
+def vatex_split(name: str) -> str:
+    """The split a VATEX file holds, from its name (``vatex_training_v1.0.json`` -> train).
+
+    >>> vatex_split("vatex_public_test_english_v1.1.json")
+    'test'
+
+    VATEX's train and validation clips come from Kinetics-600's train split and
+    its test clips from Kinetics-600's validation split; this is VATEX's split.
+    A name that says none of train/val/test is read as ``train``.
+    """
+    lowered = Path(name).name.lower()
+    for key, split in (("test", "test"), ("val", "val"), ("train", "train")):
+        if key in lowered:
+            return split
+    return "train"
+
+
+def parse_vatex_entries(
+    data: Any, *, path: str, split: str | None = None
+) -> tuple[list[tuple[ClipRow, tuple[str, ...]]], list[RowError]]:
+    """A parsed VATEX file -> (row, English captions) per entry, and the bad entries.
+
+    Each ``{"videoID": "<youtube_id>_<start:06d>_<end:06d>", "enCap": [...]}``
+    becomes a row without a label (VATEX names no class) in the file's split
+    (:func:`vatex_split`); captions are trimmed, empty ones dropped, and a
+    missing ``enCap`` (public test files) gives none. Pure (no I/O);
+    :mod:`kinetics_prep.vatex` builds on it.
+    """
+    if not isinstance(data, list):
+        raise AnnotationError(
+            f"VATEX file {path!r} must be a JSON list of {{'videoID', 'enCap'}} entries"
+        )
+    split = split or vatex_split(path)
+    out: list[tuple[ClipRow, tuple[str, ...]]] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for number, entry in enumerate(data, start=1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("videoID"), str):
+            errors.append(RowError(path, number, "entry has no 'videoID' string"))
+            continue
+        video_id = entry["videoID"].strip()
+        parsed = parse_clip_id(video_id)
+        if parsed is None:
+            errors.append(
+                RowError(
+                    path, number, f"videoID {video_id!r} is not <youtube_id>_<start:06d>_<end:06d>"
+                )
+            )
+            continue
+        youtube_id, start, end = parsed
+        if end <= start:
+            errors.append(RowError(path, number, f"videoID {video_id!r}: end <= start"))
+            continue
+        raw = entry.get("enCap") or []
+        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+            errors.append(RowError(path, number, f"{video_id}: 'enCap' must be a list of strings"))
+            continue
+        if video_id in seen:
+            errors.append(
+                RowError(
+                    path, number, f"duplicate videoID {video_id} (first at entry {seen[video_id]})"
+                )
+            )
+            continue
+        seen[video_id] = number
+        row = ClipRow(
+            label=None,
+            youtube_id=youtube_id,
+            time_start=float(start),
+            time_end=float(end),
+            split=split,
+            row=number,
+        )
+        out.append((row, tuple(c.strip() for c in raw if c.strip())))
+    return out, errors
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
@@ -350,7 +441,8 @@ def _json_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         raise AnnotationError(f"annotation file {str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise AnnotationError(
-            f"annotation file {str(path)!r} must be a JSON object {{youtube_id: {{annotations, subset}}}}"
+            f"annotation file {str(path)!r} must be a JSON object {{youtube_id: {{annotations, subset}}}} "
+            "or a VATEX list of {videoID, enCap}"
         )
     out: list[tuple[int, dict[str, Any]]] = []
     for number, (key, entry) in enumerate(data.items(), start=1):

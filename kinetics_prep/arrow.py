@@ -96,6 +96,7 @@ def rows_table(
         "images": image_column,
         "video": [s.video for s in rows],
         "label": [label_ids[s.label] if s.label is not None else None for s in rows],
+        "captions": [s.captions for s in rows],
     }
     for name in (
         "youtube_id",

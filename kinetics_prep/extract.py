@@ -74,7 +74,10 @@ class ExtractConfig:
         default_factory=_default_workers,
         metadata={"help": "Decoding processes.", "default_help": "CPUs"},
     )
-    sampling: str = field(default="center", metadata={"help": "center | linspace | random."})
+    sampling: str = field(
+        default="center",
+        metadata={"help": "center | linspace | random | interior (the reference's)."},
+    )
     seed: int = field(
         default=0, metadata={"help": "Seed for --sampling random (per clip: seed+id)."}
     )
@@ -82,6 +85,13 @@ class ExtractConfig:
         default=None,
         metadata={
             "help": "Shrink frames to this short side (px; never enlarged).",
+            "default_help": "keep",
+        },
+    )
+    resize: str | None = field(
+        default=None,
+        metadata={
+            "help": "Squash frames to exactly WxH, like ffmpeg scale=W:H (e.g. 336x336).",
             "default_help": "keep",
         },
     )
@@ -124,6 +134,18 @@ class ExtractConfig:
             )
         if self.short_side is not None and self.short_side < 1:
             problems.append(f"--short-side ({self.short_side}) must be >= 1 pixel")
+        if self.resize is not None:
+            from kinetics_prep.frames import parse_size
+
+            try:
+                parse_size(self.resize)
+            except ValueError as error:
+                problems.append(str(error))
+            if self.short_side is not None:
+                problems.append(
+                    f"--resize ({self.resize}) and --short-side ({self.short_side}) both set "
+                    "the frame size: pass one"
+                )
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"--jpeg-quality ({self.jpeg_quality}) must be in 1..100")
         if self.decoder not in DECODER_CHOICES:
@@ -253,6 +275,7 @@ def _is_done(record: dict[str, Any] | None, config: ExtractConfig) -> bool:
     same_pick = len(record["frames"]) == config.num_frames and record.get("sampling") == (
         config.sampling
     )
+    same_pick = same_pick and record.get("resize") == config.resize
     if same_pick and config.sampling == "random":
         same_pick = record.get("seed") == _clip_seed(config.seed, record["clip_id"])
     if not same_pick:
@@ -277,6 +300,7 @@ def _settings(config: ExtractConfig) -> dict[str, Any]:
         "sampling": config.sampling,
         "seed": config.seed,
         "short_side": config.short_side,
+        "resize": config.resize,
         "jpeg_quality": config.jpeg_quality,
         "decoder": config.decoder,
         "fault": _TEST_FAULTS,
@@ -330,12 +354,14 @@ def _empty_record(clip_id: str, video_path: str) -> dict[str, Any]:
 def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Decode, sample and write one clip; always returns a record (failures included)."""
     from kinetics_prep.decode import DecodeError, read_frames
-    from kinetics_prep.frames import write_frames
+    from kinetics_prep.frames import parse_size, write_frames
     from kinetics_prep.sampling import has_repeats
 
     started = time.monotonic()
     record = _empty_record(clip_id, video_path)
     record["sampling"] = settings["sampling"]
+    if settings.get("resize"):
+        record["resize"] = settings["resize"]
     seed = None
     if settings["sampling"] == "random":
         seed = _clip_seed(settings["seed"], clip_id)
@@ -377,6 +403,7 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
             output_dir / FRAMES_DIR / clip_id,
             short_side=settings["short_side"],
             quality=settings["jpeg_quality"],
+            resize=parse_size(settings["resize"]) if settings.get("resize") else None,
         )
     except OSError as error:
         record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")

@@ -9,6 +9,9 @@ which :func:`remove_partials` clears and no reader mistakes for frames.
 OpenCV does the pixel work: ``cv2.resize`` with ``INTER_AREA`` (the right
 filter for shrinking; frames are never enlarged) and ``cv2.imencode`` (about
 1.5x faster than PIL for JPEG on this hardware, see docs/performance.md).
+``resize=(w, h)`` instead squashes every frame to exactly ``w x h`` with
+FFmpeg's own scaler (libswscale through PyAV, bicubic: the default of ffmpeg's
+``scale`` filter), as the reference dataset's ``-vf scale=336:336`` did.
 """
 
 from __future__ import annotations
@@ -45,6 +48,46 @@ def resize_short_side(frame: np.ndarray, short_side: int | None) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"336x336"`` -> ``(336, 336)`` (width, height), as ffmpeg's ``scale=W:H`` takes them.
+
+    >>> parse_size("448x336")
+    (448, 336)
+    """
+    width, sep, height = str(text).lower().partition("x")
+    if sep and width.strip().isdigit() and height.strip().isdigit():
+        size = int(width), int(height)
+        if min(size) >= 1:
+            return size
+    raise ValueError(f"--resize ({text!r}) must be WIDTHxHEIGHT in pixels, e.g. 336x336")
+
+
+_SCALER = None
+
+
+def resize_exact(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Squash ``frame`` to exactly ``size`` = (width, height), aspect ratio not kept.
+
+    The scaling is libswscale's bicubic filter (PyAV's ``reformat``), the
+    filter ``ffmpeg -vf scale=W:H`` uses by default; ffmpeg scales the YUV
+    frame while this scales the RGB one, so pixels differ by about one level
+    on average (tests/test_reference_recipe.py measures it).
+    """
+    if size is None or (frame.shape[1], frame.shape[0]) == tuple(size):
+        return frame
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    global _SCALER
+    if _SCALER is None:
+        _SCALER = VideoReformatter()
+    source = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    scaled = _SCALER.reformat(
+        source, width=int(size[0]), height=int(size[1]), format="rgb24", interpolation="BICUBIC"
+    )
+    return scaled.to_ndarray()
+
+
 def encode_jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
     """JPEG bytes of an RGB uint8 frame."""
     import cv2
@@ -63,6 +106,7 @@ def write_frames(
     *,
     short_side: int | None = None,
     quality: int = 95,
+    resize: tuple[int, int] | None = None,
 ) -> list[str]:
     """Write ``frames`` as ``destination/frame_<i>.jpg``, all or nothing; return the names.
 
@@ -76,7 +120,7 @@ def write_frames(
     names = frame_names(len(frames))
     try:
         for name, frame in zip(names, frames, strict=True):
-            data = encode_jpeg(resize_short_side(frame, short_side), quality)
+            data = encode_jpeg(resize_exact(resize_short_side(frame, short_side), resize), quality)
             with open(partial / name, "wb") as handle:
                 handle.write(data)
                 handle.flush()

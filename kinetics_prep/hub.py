@@ -208,7 +208,9 @@ def _card_text(
     label_feature = first.features["label"]
     per_class: dict[str, Counter] = {}
     for name, ds in dd.items():
-        per_class[name] = Counter(label_feature.int2str(i) for i in ds["label"])
+        per_class[name] = Counter(
+            label_feature.int2str(i) for i in ds["label"] if i is not None
+        )  # caption samples may have no label
     classes = sorted(set().union(*per_class.values()))
     config = build_report.get("config", {})
     left_out = build_report.get("left_out", {})
@@ -242,7 +244,7 @@ def _card_text(
         "",
         f"- media: {config.get('media', 'images')}; frames per clip: {_frames_per_sample(first)}",
         f"- prompts: {json.dumps(config.get('prompts'), ensure_ascii=False)}",
-        f"- answer template: `{config.get('answer_template')}`",
+        _answers_line(config),
         f"- validation fraction: {config.get('val_fraction')} (seed {config.get('seed')})",
         f"- extract records read: {build_report.get('records', 'unknown')}; "
         f"samples built: {build_report.get('samples', total)}",
@@ -269,10 +271,28 @@ def _card_text(
         "",
         "```bibtex",
         _citation(first),
+        *(["", _vatex_citation()] if config.get("captions") else []),
         "```",
         "",
     ]
     return lines
+
+
+def _answers_line(config: Mapping[str, Any]) -> str:
+    if config.get("imported_from"):
+        return f"- answers: as in the imported manifest `{config['imported_from']}`"
+    if config.get("captions"):
+        return (
+            f"- answers: captions from `{config['captions']}` (--caption {config.get('caption')}); "
+            "all kept captions are in the `captions` column"
+        )
+    return f"- answer template: `{config.get('answer_template')}`"
+
+
+def _vatex_citation() -> str:
+    from kinetics_prep.vatex import VATEX_CITATION
+
+    return VATEX_CITATION
 
 
 def _frames_per_sample(ds: datasets.Dataset) -> str:

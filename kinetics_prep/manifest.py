@@ -6,9 +6,16 @@ folder, joins optional annotation metadata on ``clip_id``, and writes, beside
 
 - ``<stem>.json``: every usable clip as ``{"id", "messages", <metadata>}``;
 - ``<stem>.train.json`` / ``<stem>.validation.json`` when ``val_fraction > 0``;
-- ``label_map.json``: the label id order and the answer template;
+- ``label_map.json``: the label id order and the answer template (``null`` for
+  caption answers);
 - ``<stem>_arrow/``: the same samples as a ``datasets`` DatasetDict;
 - ``<stem>.report.json``: what was built and what was left out, by reason.
+
+With ``captions`` (a VATEX file, :mod:`kinetics_prep.vatex`) the answer is a
+caption of the clip instead of the templated label: ``first`` (what the
+reference dataset did), ``random`` (one per clip, fixed by seed and clip id) or
+``all`` (the first is the answer and every caption is kept in ``captions`` as a
+reference for ``kprep eval``). A label is then optional.
 
 Clips that cannot become a sample (extract failed, frames gone, no label, ...)
 are counted by reason, never silently dropped and never a crash. The outputs
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.captions import CAPTION_MODES, choose_caption
 from kinetics_prep.conversation import answer_for, check_answer_template, choose_prompt
 from kinetics_prep.errors import ConversationError, ManifestError
 from kinetics_prep.fileio import atomic_write_json
@@ -69,6 +77,7 @@ NOT_IN_ANNOTATIONS = "not in --annotations"
 NO_LABEL = "no label"
 FRAMES_MISSING = "frames missing"
 VIDEO_MISSING = "video file missing"
+NO_CAPTION = "no caption in --captions"
 
 
 @dataclass
@@ -111,12 +120,30 @@ class ManifestConfig:
         default="embed",
         metadata={"help": "Arrow images: embed (JPEG bytes) | paths (absolute paths)."},
     )
+    captions: Path | None = field(
+        default=None,
+        metadata={
+            "help": "VATEX JSON (or {clip_id: [captions]}): answer with captions, not the label.",
+            "default_help": "none",
+        },
+    )
+    caption: str = field(
+        default="first",
+        metadata={"help": "first (the reference's) | random (per clip, seeded) | all (all kept)."},
+    )
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
         self.output = Path(self.output)
         self.annotations = Path(self.annotations) if self.annotations is not None else None
+        self.captions = Path(self.captions) if self.captions is not None else None
         problems = []
+        if self.caption not in CAPTION_MODES:
+            problems.append(
+                f"--caption ({self.caption!r}) must be one of {', '.join(CAPTION_MODES)}"
+            )
+        if self.captions is not None and not self.captions.is_file():
+            problems.append(f"--captions ({str(self.captions)!r}) does not exist")
         if self.media not in MEDIA_CHOICES:
             problems.append(f"--media ({self.media!r}) must be one of {', '.join(MEDIA_CHOICES)}")
         if self.format not in FORMAT_CHOICES:
@@ -303,8 +330,14 @@ def collect_samples(
     answer_template: str,
     media: str,
     seed: int,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    caption: str = "first",
 ) -> tuple[list[Sample], Counter]:
-    """Every usable record as a Sample (sorted by id) and the left-out counts by reason."""
+    """Every usable record as a Sample (sorted by id) and the left-out counts by reason.
+
+    With ``captions`` the answer is a caption (``caption`` picks which) and a
+    clip without captions is left out; without, it is the templated label.
+    """
     samples: list[Sample] = []
     left_out: Counter = Counter()
     frames_abs = os.path.abspath(frames_dir)
@@ -323,8 +356,14 @@ def collect_samples(
                 left_out[NOT_IN_ANNOTATIONS] += 1
                 continue
             meta = {**record, **{k: v for k, v in found.items() if v is not None}}
-        label = meta.get("label")
-        if not label:
+        label = meta.get("label") or None
+        clip_captions: list[str] | None = None
+        if captions is not None:
+            clip_captions = list(captions.get(clip_id) or [])
+            if not clip_captions:
+                left_out[NO_CAPTION] += 1
+                continue
+        elif not label:
             left_out[NO_LABEL] += 1
             continue
         names = record["frames"]
@@ -345,12 +384,18 @@ def collect_samples(
             if video is None:
                 left_out[VIDEO_MISSING] += 1
                 continue
+        if clip_captions is not None:
+            answer = choose_caption(clip_captions, mode=caption, seed=seed, sample_id=clip_id)
+            kept: list[str] | None = clip_captions if caption == "all" else [answer]
+        else:
+            answer, kept = answer_for(label=str(label), template=answer_template), None
         samples.append(
             Sample(
                 id=clip_id,
-                label=str(label),
+                label=str(label) if label else None,
                 prompt=choose_prompt(prompts=prompts, seed=seed, sample_id=clip_id),
-                answer=answer_for(label=str(label), template=answer_template),
+                answer=answer,
+                captions=kept,
                 images=[] if video else images,
                 video=video,
                 split="train",
@@ -365,6 +410,14 @@ def collect_samples(
             )
         )
     return samples, left_out
+
+
+def _load_captions(path: Path | None) -> dict[str, list[str]] | None:
+    if path is None:
+        return None
+    from kinetics_prep.vatex import load_captions
+
+    return load_captions(path)
 
 
 def _float(value: Any) -> float | None:
@@ -473,8 +526,14 @@ def _write_json_files(
     if config.label_map_path.is_file():  # merged: existing ids keep their order
         shutil.copyfile(config.label_map_path, label_map)
     summary.labels = write_label_map(
-        label_map, sorted(summary.per_label), answer_template=config.answer_template
+        label_map,
+        sorted(summary.per_label),
+        answer_template=None if config.captions is not None else config.answer_template,
     )
+    if config.captions is not None:  # no answer is a template: record that (null)
+        payload = json.loads(label_map.read_text(encoding="utf-8"))
+        payload["answer_template"] = None
+        atomic_write_json(label_map, payload)
     summary.outputs.append(config.label_map_path)
 
 
@@ -489,6 +548,8 @@ def _config_json(config: ManifestConfig) -> dict[str, Any]:
         "seed": config.seed,
         "format": config.format,
         "images": config.images if config.arrow else None,
+        "captions": str(config.captions) if config.captions else None,
+        "caption": config.caption if config.captions else None,
     }
 
 
@@ -508,6 +569,8 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         answer_template=config.answer_template,
         media=config.media,
         seed=config.seed,
+        captions=_load_captions(config.captions),
+        caption=config.caption,
     )
     summary = ManifestSummary(records=len(records), samples=len(samples), left_out=left_out)
     if not samples:
@@ -518,7 +581,7 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         )
     by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
+    summary.per_label = dict(sorted(Counter(s.label for s in samples if s.label).items()))
     with OutputSet(config.image_root, config.stem) as outputs:  # one set: all or nothing
         _write_json_files(config, outputs, samples, by_split, summary, owned)
         report = summary.to_json()

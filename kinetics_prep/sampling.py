@@ -22,6 +22,24 @@ pytorchvideo and LLaVA-NeXT do), so the first and last frames are included::
 the K segments ``[floor(i*N/K), floor((i+1)*N/K))``; the same seed gives the
 same indices on every machine (``random.Random``, not the global state).
 
+``interior`` takes the frames at times ``(i + 1) / (K + 1)`` of the clip's
+duration (1/5, 2/5, 3/5, 4/5 for K=4), never the first or last frame: the
+recipe of the published reference dataset, which ran ``ffmpeg -ss <t> -i clip
+-frames:v 1`` at those times. ffmpeg's accurate seek returns the first frame
+whose timestamp is at or after ``t``; with frame ``j`` at ``j / fps`` and the
+duration ``N / fps`` that is the ceiling of ``(i + 1) * N / (K + 1)``::
+
+    index_i = min(ceil((i + 1) * N / (K + 1)), N - 1)
+
+    >>> sample_indices(250, 4, method="interior")   # 2 s, 4 s, 6 s, 8 s at 25 fps
+    [50, 100, 150, 200]
+    >>> sample_indices(137, 4, method="interior")   # 27.4 -> 28, 54.8 -> 55, ...
+    [28, 55, 83, 110]
+
+It can differ from a time-based ffmpeg run by one frame when the container's
+duration is not ``N / fps`` (rounded to the millisecond, or a longer audio
+stream) or the frame rate varies (docs/extract.md).
+
 Short clips (N < K) repeat frames rather than fail: every method still returns
 K indices, so each sample has the same number of images. ``center`` repeats
 naturally (``sample_indices(2, 4) == [0, 0, 1, 1]``); ``linspace`` and
@@ -32,7 +50,7 @@ from __future__ import annotations
 
 import random as _random
 
-SAMPLING_METHODS = ("center", "linspace", "random")
+SAMPLING_METHODS = ("center", "linspace", "random", "interior")
 
 
 def sample_indices(
@@ -61,6 +79,9 @@ def sample_indices(
         if k == 1:
             return [0]
         return [(i * (n - 1)) // (k - 1) for i in range(k)]
+    if method == "interior":
+        # Integer form of ceil((i + 1) * n / (k + 1)), clipped to the last frame.
+        return [min(((i + 1) * n + k) // (k + 1), n - 1) for i in range(k)]
     rng = _random.Random(seed)
     picks = []
     for i in range(k):

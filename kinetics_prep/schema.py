@@ -127,8 +127,10 @@ class Sample:
     returns for a JSON manifest), or ``{"bytes", "path"}`` dicts (Arrow rows,
     storage as is: nothing is decoded). ``video`` is one clip path instead of
     frames. ``label`` is the Kinetics class name, ``None`` where the answer
-    is free text (a caption). ``metadata`` holds the other columns
-    (:data:`METADATA_COLUMNS`, and anything a future source adds).
+    is free text (a caption). ``captions`` (caption data only) are the
+    reference captions kept for evaluation; the answer is one of them.
+    ``metadata`` holds the other columns (:data:`METADATA_COLUMNS`, and
+    anything a future source adds).
     """
 
     id: str
@@ -139,6 +141,7 @@ class Sample:
     label: str | None = None
     split: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    captions: list[str] | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -155,6 +158,8 @@ class Sample:
             "label": self.label,
             "split": self.split,
         }
+        if self.captions is not None:
+            out["captions"] = self.captions
         for key in METADATA_COLUMNS:
             out[key] = self.metadata.get(key)
         out.update({k: v for k, v in self.metadata.items() if k not in out})
@@ -164,6 +169,8 @@ class Sample:
         """The ``--format llava`` entry: ``image`` list / ``video`` + ``conversations``."""
         entry = to_llava(sample_id=self.id, messages=self.messages)
         entry.update(label=self.label, split=self.split, youtube_id=self.metadata.get("youtube_id"))
+        if self.captions is not None:
+            entry["captions"] = self.captions
         return entry
 
 
@@ -313,7 +320,8 @@ def features_for(labels: Sequence[str]) -> datasets.Features:
             ),
             "images": List(Image()),
             "video": Value("string"),
-            "label": ClassLabel(names=list(labels)),
+            "label": ClassLabel(names=list(labels)),  # null when unknown (caption data)
+            "captions": List(Value("string")),  # caption data: the reference captions
             "youtube_id": Value("string"),
             "kinetics_split": Value("string"),
             "time_start": Value("float64"),
@@ -448,7 +456,7 @@ def _metadata(entry: Mapping[str, Any], skip: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k not in skip}
 
 
-_ENTRY_KEYS = ("id", "messages", "label", "split", "conversations", "image", "video")
+_ENTRY_KEYS = ("id", "messages", "label", "split", "captions", "conversations", "image", "video")
 
 
 def _seed_sample(entry: Any, index: int, root: Path) -> Sample | BadEntry:
@@ -479,7 +487,12 @@ def _seed_sample(entry: Any, index: int, root: Path) -> Sample | BadEntry:
         label=None if label is None else str(label),
         split=entry.get("split"),
         metadata=_metadata(entry, _ENTRY_KEYS),
+        captions=_captions(entry.get("captions")),
     )
+
+
+def _captions(value: Any) -> list[str] | None:
+    return None if value is None else [str(c) for c in value]
 
 
 def _llava_sample(entry: dict[str, Any], sample_id: str, root: Path) -> Sample | BadEntry:
@@ -512,6 +525,7 @@ def _llava_sample(entry: dict[str, Any], sample_id: str, root: Path) -> Sample |
         label=None if label is None else str(label),
         split=entry.get("split"),
         metadata=_metadata(entry, _ENTRY_KEYS),
+        captions=_captions(entry.get("captions")),
     )
 
 
@@ -567,6 +581,7 @@ def _arrow_sample(
         label=None if label is None else str(label),
         split=split,
         metadata={k: row[k] for k in METADATA_COLUMNS if k in row},
+        captions=_captions(row.get("captions")),
     )
 
 

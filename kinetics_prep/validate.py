@@ -12,6 +12,11 @@ a :class:`ValidationReport`; one bad sample never hides the others. Checks:
   ``answer_template`` applied to its label;
 - no YouTube video has clips on both sides of the train/validation split.
 
+A caption dataset (free-text answers, e.g. VATEX captions or the reference
+``kinetic_3K.json``) needs no label map: when no map is found and no sample
+carries a label, the label checks do not apply (``kind == "captions"``), and a
+sample's ``captions``, when present, must be non-empty and hold its answer.
+
 A file that cannot be read at all raises :class:`ValidationError`.
 """
 
@@ -55,8 +60,10 @@ UNKNOWN_LABEL = "label not in label map"
 ANSWER_MISMATCH = "answer does not match label"
 NO_LABEL_MAP = "no label map"
 LEAKAGE = "youtube video in both splits"
+BAD_CAPTIONS = "answer not among captions"
 __all__ = [
     "ANSWER_MISMATCH",
+    "BAD_CAPTIONS",
     "BAD_MESSAGES",
     "DUPLICATE_ID",
     "EMPTY_ANSWER",
@@ -118,6 +125,7 @@ class ValidationReport:
     splits: dict[str, int] = field(default_factory=dict)
     expected_frames: int | None = None
     labels: int = 0
+    kind: str = "labels"  # labels | captions (free-text answers, no label map needed)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -198,6 +206,7 @@ class _Checker:
         self.frame_counts: Counter = Counter()
         self.image_samples: list[tuple[str, int]] = []
         self.sides: dict[str, set[str]] = {}
+        self.labelled = False  # a sample with a label: then a missing map is a problem
 
     def problem(self, kind: str, sample: str, message: str) -> None:
         self.report.problems.append(Problem(kind, sample, message))
@@ -215,6 +224,7 @@ class _Checker:
         if not item.answer.strip():
             self.problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty")
         self.check_label(item)
+        self.check_captions(item)
         youtube_id = item.metadata.get("youtube_id")
         if youtube_id and item.split:
             self.sides.setdefault(youtube_id, set()).add(item.split)
@@ -232,6 +242,16 @@ class _Checker:
         elif self.answers and item.label is None and item.answer not in self.answers:
             self.problem(
                 UNKNOWN_LABEL, item.id, f"answer {item.answer!r} names no label in the map"
+            )
+
+    def check_captions(self, item: Sample) -> None:
+        self.labelled = self.labelled or item.label is not None
+        captions = item.captions
+        if captions is not None and (
+            not all(c.strip() for c in captions) or item.answer not in captions
+        ):
+            self.problem(
+                BAD_CAPTIONS, item.id, f"answer {item.answer!r} is not one of its captions"
             )
 
     def check_media(self, item: Sample) -> None:
@@ -301,16 +321,18 @@ def validate_dataset(
     map_path = Path(label_map) if label_map is not None else path.parent / LABEL_MAP_NAME
     labels = _label_map(map_path, given=label_map is not None)
     report.labels = len(labels.labels) if labels else 0
-    if labels is None:
-        report.problems.append(
-            Problem(NO_LABEL_MAP, "-", f"no {LABEL_MAP_NAME} next to {path}: pass --label-map")
-        )
     checker = _Checker(report, labels, decode)
     try:
         for item in iter_entries(path, image_root=root):
             checker.add(item)
     except SchemaError as error:
         raise ValidationError(str(error)) from None
+    if labels is None and checker.labelled:
+        report.problems.insert(
+            0, Problem(NO_LABEL_MAP, "-", f"no {LABEL_MAP_NAME} next to {path}: pass --label-map")
+        )
+    if not checker.labelled and (labels is None or labels.answer_template is None):
+        report.kind = "captions"
     checker.finish(num_frames)
     log.info("validated %s: %d samples, %d problems", path, report.samples, len(report.problems))
     return report
@@ -328,6 +350,7 @@ def report_json(report: ValidationReport) -> dict[str, Any]:
         "splits": report.splits,
         "expected_frames": report.expected_frames,
         "labels": report.labels,
+        "kind": report.kind,
         "counts": report.counts(),
         "problems": [p.__dict__ for p in report.problems],
     }

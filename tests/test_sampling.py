@@ -75,3 +75,35 @@ def test_bad_arguments_name_the_value(kwargs, message):
 )
 def test_has_repeats(indices, expected):
     assert has_repeats(indices) is expected
+
+
+@pytest.mark.parametrize(
+    ("num_frames", "num_samples", "expected"),
+    [
+        # interior: ceil((i + 1) * N / (K + 1)), the first frame at/after (i+1)/(K+1) of the clip
+        (250, 4, [50, 100, 150, 200]),  # 10 s at 25 fps: 2, 4, 6, 8 s exactly
+        (300, 4, [60, 120, 180, 240]),
+        (137, 4, [28, 55, 83, 110]),  # 27.4, 54.8, 82.2, 109.6 round up
+        (97, 4, [20, 39, 59, 78]),
+        (10, 1, [5]),
+        (9, 2, [3, 6]),
+        (5, 4, [1, 2, 3, 4]),  # never frame 0
+        (4, 4, [1, 2, 3, 3]),  # ceil(16/5) = 4 is past the end: the last frame
+        (2, 4, [1, 1, 1, 1]),
+        (1, 4, [0, 0, 0, 0]),
+    ],
+)
+def test_interior_table(num_frames, num_samples, expected):
+    got = sample_indices(num_frames, num_samples, method="interior")
+    assert got == expected
+    assert got == sorted(got) and all(0 <= i < num_frames for i in got)
+
+
+@pytest.mark.parametrize("num_frames", [5, 137, 250, 301, 1000])
+def test_interior_is_first_frame_at_or_after_the_time(num_frames):
+    """Frame j shows at j/fps: the pick is the smallest j with j/fps >= (i+1)/(K+1) * N/fps."""
+    fps = 30
+    for i, index in enumerate(sample_indices(num_frames, 4, method="interior")):
+        t = (i + 1) / 5 * num_frames / fps
+        assert index / fps >= t - 1e-9
+        assert index == 0 or (index - 1) / fps < t - 1e-9 or index == num_frames - 1

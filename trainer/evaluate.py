@@ -1,5 +1,8 @@
 """Held-out accuracy of Gemma 4 (base, fine-tuned, or both) on a kprep dataset.
 
+Datasets with free-text answers (captions) are scored by
+:mod:`trainer.caption_eval` instead (BLEU-4, ROUGE-L, CIDEr).
+
 Two ways to read an answer, both top-1 over the label set in ``label_map.json``:
 
 - **generation**: greedy decoding of a short answer (``max_new_tokens``), mapped
@@ -455,6 +458,10 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
             f"--data-path {config.data_path} does not exist: pass the held-out manifest JSON "
             "or Arrow folder written by `kprep build-manifest`"
         )
+    from trainer.caption_eval import evaluate_captions, is_caption_data
+
+    if is_caption_data(config):  # free-text answers: captioning metrics (caption_eval.py)
+        return evaluate_captions(config, progress=progress)
     matcher = load_label_map(config.label_map or find_label_map(config.data_path))
     samples = load_eval_samples(
         config.data_path,

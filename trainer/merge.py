@@ -47,6 +47,11 @@ def _metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {"name": f"top-1 accuracy (generation{suffix})", "value": run["generation"]["top1"]}
             )
+        for key, title in (("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr")):
+            if "captions" in run:  # caption data (trainer/caption_eval.py)
+                rows.append(
+                    {"name": f"{title}{suffix}", "value": run["captions"][key], "type": key}
+                )
         if "ranking" in run:
             k = run["ranking"]["top_k"]
             rows.append(
@@ -82,7 +87,7 @@ def _front_matter(
             "    metrics:",
         ]
         for row in _metric_rows(eval_report):
-            lines.append("    - type: accuracy")
+            lines.append(f"    - type: {row.get('type', 'accuracy')}")
             lines.append(f"      name: {_yaml_scalar(row['name'])}")
             lines.append(f"      value: {round(float(row['value']), 4)}")
     lines.append("---")
@@ -190,6 +195,13 @@ def _evaluation_section(eval_report: dict[str, Any] | None) -> list[str]:
             "No evaluation report was given (`kprep merge --eval-report REPORT.json`).",
             "",
         ]
+    if eval_report.get("task") == "captions":
+        lines.append(
+            f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples "
+            "with free-text (caption) answers, scored against every reference caption "
+            "(pycocoevalcap BLEU-4, ROUGE-L, CIDEr; x100). See kprep's docs/evaluation.md."
+        )
+        return lines + ["", markdown_table(eval_report).rstrip("\n"), ""]
     lines.append(
         f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples, "
         f"{eval_report.get('num_labels')} classes (chance top-1 {100 * eval_report.get('chance_top1', 0):.1f}%). "

@@ -101,6 +101,10 @@ def headline(run: dict[str, Any]) -> str:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """One row per (model, frame order): the table the CLI prints and the model card embeds."""
+    if report.get("task") == "captions":
+        from trainer.caption_eval import caption_table
+
+        return caption_table(report)
     top_k = next((r["ranking"]["top_k"] for r in report["runs"] if "ranking" in r), 5)
     lines = [
         f"| model | frames | samples | generation top-1 | ranking top-1 | ranking top-{top_k} | unmatched answers |",
@@ -136,6 +140,10 @@ def per_class_table(run: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report and a markdown summary beside it (``.md``); atomic."""
+    if report.get("task") == "captions":
+        from trainer.caption_eval import write_caption_report
+
+        return write_caption_report(report, path)
     path = Path(path)
     md = path.with_suffix(".md")
     text = [f"# Evaluation of {report['model_id']}", ""]

@@ -130,6 +130,7 @@ def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) ->
         table.add_row("files checked", str(report.files_checked))
         table.add_row("frames per sample", str(report.expected_frames))
         table.add_row("labels in map", str(report.labels))
+        table.add_row("answers", report.kind)
         for kind, count in report.counts().items():
             table.add_row(f"[red]{kind}[/]", str(count))
         console.print(table)
