@@ -177,9 +177,13 @@ class VisionChatCollator:
 
     # --- a batch ----------------------------------------------------------------------
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+
+        return self.pad([self.encode(item) for item in items])
+
+    def pad(self, encoded: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad encoded samples (``encode``'s output) into one batch."""
         import torch
 
-        encoded = [self.encode(item) for item in items]
         length = max(len(e["input_ids"]) for e in encoded) + self.min_padding
 
         def pad(key: str, value: int):

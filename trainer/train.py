@@ -215,9 +215,11 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
+    from trainer import auto_batch, vision_cache
     from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
     from trainer.data import ConversationDataset, data_fingerprint, load_samples
     from trainer.model import load_model, load_processor, parameter_groups
+    from trainer.workers import dataloader_workers
 
     samples = load_samples(
         config.data_path,
@@ -238,6 +240,17 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
     model, info = load_model(config, device_dtype=weights, model=model)
     group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
+    data_sha256 = data_fingerprint(config.data_path)
+    workers = dataloader_workers(config.dataloader_num_workers, cuda=cuda)
+    cache = vision_cache.prepare(
+        config, model, dataset, collator, data_sha256=data_sha256, cuda=cuda, bf16=bf16,
+        num_workers=workers,
+    )  # fmt: skip
+    if cache is not None:
+        dataset, collator = cache.dataset, cache.collator
+    micro, accum, batch_info = auto_batch.choose(
+        config, model, dataset, collator, cuda=cuda, bf16=bf16
+    )
     logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
 
     output_dir = Path(config.output_dir)
@@ -253,8 +266,8 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         output_dir=str(output_dir),
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_ratio,  # transformers 5: a value < 1 is a ratio of total steps
@@ -270,7 +283,9 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         logging_steps=config.logging_steps,
         report_to=config.report_to,
         seed=config.seed,
-        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_num_workers=workers,
+        dataloader_prefetch_factor=config.dataloader_prefetch_factor if workers else None,
+        dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,
         deepspeed=deepspeed,
@@ -283,6 +298,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         logits only where the loss needs them (``logits_to_keep_for``)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = vision_cache.model_inputs(inputs)  # cached soft tokens, if any
             if "labels" in inputs:
                 inputs = {**inputs, "logits_to_keep": logits_to_keep_for(inputs["labels"])}
             return super().compute_loss(
@@ -339,10 +355,14 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
                 "optimizer": type(trainer.optimizer).__name__,
                 "optimizer_class": _innermost_optimizer(trainer.optimizer),
                 "param_groups": group_lrs,
+                "load_in_4bit": config.load_in_4bit,
+                "vision_cache": cache.info if cache is not None else {"mode": "off"},
+                "dataloader_num_workers": workers,
+                **batch_info,
             },
             "data": {
                 "path": str(config.data_path),
-                "sha256": data_fingerprint(config.data_path),
+                "sha256": data_sha256,
                 "samples": len(samples),
                 "split": config.split,
             },
