@@ -27,7 +27,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SKIP_MODULES = ["vision_tower", "embed_vision", "audio_tower", "embed_audio", "lm_head"]
+# transformers matches these from the start of the full module name (or as a
+# suffix), so a bare "embed_vision" would not skip "model.embed_vision.*".
+SKIP_MODULES = [
+    r"(?:.*\.)?vision_tower",
+    r"(?:.*\.)?embed_vision",
+    r"(?:.*\.)?audio_tower",
+    r"(?:.*\.)?embed_audio",
+    "lm_head",
+]
 
 
 def bnb_config(*, bf16: bool):

@@ -212,7 +212,7 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
 
 
 def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool, started: float):
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from trainer import auto_batch, vision_cache
@@ -238,6 +238,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
     # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
     weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
+    set_seed(config.seed)  # --seed covers the LoRA initialisation too, not only the Trainer
     model, info = load_model(config, device_dtype=weights, model=model)
     group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
     data_sha256 = data_fingerprint(config.data_path)
@@ -285,7 +286,6 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         seed=config.seed,
         dataloader_num_workers=workers,
         dataloader_prefetch_factor=config.dataloader_prefetch_factor if workers else None,
-        dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,
         deepspeed=deepspeed,
