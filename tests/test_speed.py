@@ -256,3 +256,23 @@ def test_load_in_4bit_flag_errors(extra, message, tmp_path):
         ["train", "--data-path", "d.json", "--output-dir", str(tmp_path), "--load-in-4bit", *extra],
     )
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_uint8_pixels_rescaled_on_the_device_equal_the_processors_floats(data):
+    """Workers ship uint8 patches; pixels_to_model gives the processor's float32 bit for bit."""
+    from trainer.collator import PIXEL_RESCALE, VisionChatCollator, pixels_to_model
+    from trainer.data import ConversationDataset, load_samples
+    from trainer.model import load_processor
+
+    processor = load_processor(TINY)
+    items = [ConversationDataset(load_samples(data))[i] for i in range(2)]
+    floats = VisionChatCollator(processor)(items)
+    packed = VisionChatCollator(processor, uint8_pixels=True)(items)
+    assert packed["pixel_values"].dtype == torch.uint8 and PIXEL_RESCALE not in floats
+    assert packed["pixel_values"].element_size() * 4 == floats["pixel_values"].element_size()
+    restored = pixels_to_model(packed)
+    assert PIXEL_RESCALE not in restored
+    assert torch.equal(restored["pixel_values"], floats["pixel_values"])
+    for key in floats:
+        if key != "pixel_values":
+            assert torch.equal(restored[key], floats[key]), key

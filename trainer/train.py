@@ -234,7 +234,9 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         decoder=config.decoder,
     )
     processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
-    collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
+    collator = VisionChatCollator(
+        processor, max_soft_tokens=config.max_soft_tokens, uint8_pixels=True
+    )
     # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
     # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
     weights = "bfloat16" if (bf16 and config.use_lora) else "float32"

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.collator import PIXEL_RESCALE, pixels_to_model
 from trainer.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,10 @@ def _soft_tokens(model, encoded: list[dict[str, Any]], device) -> list[dict[str,
         for group in by_shape.values():
             pv = torch.cat([encoded[i][pixels] for i in group]).to(device)
             pos = torch.cat([encoded[i][positions] for i in group]).to(device)
-            pv = pv.to(next(base.model.vision_tower.parameters()).dtype)
+            if kind == "image":
+                pv = pixels_to_model({"pixel_values": pv, **_rescale(encoded[group[0]])})[
+                    "pixel_values"
+                ]
             if kind == "image":
                 feats = base.model.get_image_features(pv, pos, return_dict=True).pooler_output
                 counts = [len(encoded[i][pixels]) for i in group]  # images per sample
@@ -180,6 +184,10 @@ def _soft_tokens(model, encoded: list[dict[str, Any]], device) -> list[dict[str,
                 out[i][f"{kind}_soft_tokens"] = torch.cat(feats[start : start + n]).cpu()
                 start += n
     return out
+
+
+def _rescale(encoded: dict[str, Any]) -> dict[str, Any]:
+    return {PIXEL_RESCALE: encoded[PIXEL_RESCALE]} if PIXEL_RESCALE in encoded else {}
 
 
 def _entry(encoded: dict[str, Any], soft: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +233,9 @@ class CachedCollator:
 
 
 def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``*_soft_tokens`` by Gemma 4's ``mm_encoder_outputs`` (no-op for other batches)."""
+    """A training batch -> the model's keyword arguments: uint8 pixels rescaled on the
+    device (``pixels_to_model``), ``*_soft_tokens`` as Gemma 4's ``mm_encoder_outputs``."""
+    inputs = pixels_to_model(inputs)
     if not any(k in inputs for k in SOFT_KEYS):
         return inputs
     from transformers.modeling_outputs import BaseModelOutputWithPooling
