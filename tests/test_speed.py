@@ -276,3 +276,33 @@ def test_uint8_pixels_rescaled_on_the_device_equal_the_processors_floats(data):
     for key in floats:
         if key != "pixel_values":
             assert torch.equal(restored[key], floats[key]), key
+
+
+@pytest.mark.parametrize("size", [(340, 256), (256, 340), (1000, 100), (50, 50)])
+def test_fast_image_processor_equals_the_stock_one(size):
+    """trainer/pixels.py: same pixel_values / positions / token counts as transformers'."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.model import load_processor
+    from trainer.pixels import FastGemma4ImageProcessor, fast_processor
+
+    processor = load_processor(TINY)
+    fast = fast_processor(processor)
+    assert isinstance(fast.image_processor, FastGemma4ImageProcessor)
+    assert type(processor.image_processor) is not FastGemma4ImageProcessor  # saved one: stock
+    rng = np.random.default_rng(sum(size))
+    frames = [
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    for kwargs in ({}, {"do_rescale": False}, {"max_soft_tokens": 280}):
+        a = processor.image_processor(frames, return_tensors="pt", **kwargs)
+        b = fast.image_processor(frames, return_tensors="pt", **kwargs)
+        assert a["pixel_values"].dtype == b["pixel_values"].dtype
+        assert torch.equal(a["pixel_values"], b["pixel_values"]), kwargs
+        assert torch.equal(a["image_position_ids"], b["image_position_ids"]), kwargs
+        assert torch.equal(
+            torch.as_tensor(a["num_soft_tokens_per_image"]),
+            torch.as_tensor(b["num_soft_tokens_per_image"]),
+        )

@@ -215,8 +215,8 @@ class VisionChatCollator:
             batch["mm_token_type_ids"] = pad("mm_token_type_ids", 0)
         for key in _BATCH_KEYS:
             parts = [e[key] for e in encoded if key in e]
-            if parts:
-                batch[key] = torch.cat(parts, dim=0)
+            if parts:  # no copy for one sample (the recipe's micro-batch of 1)
+                batch[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         rescale = [e[PIXEL_RESCALE] for e in encoded if PIXEL_RESCALE in e]
         if rescale:
             batch[PIXEL_RESCALE] = rescale[0]

@@ -219,6 +219,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
     from trainer.data import ConversationDataset, data_fingerprint, load_samples
     from trainer.model import load_model, load_processor, parameter_groups
+    from trainer.pixels import fast_processor
     from trainer.workers import dataloader_workers
 
     samples = load_samples(
@@ -234,8 +235,9 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         decoder=config.decoder,
     )
     processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
+    # Workers ship uint8 patches from the fast (identical) image path; see trainer/pixels.py.
     collator = VisionChatCollator(
-        processor, max_soft_tokens=config.max_soft_tokens, uint8_pixels=True
+        fast_processor(processor), max_soft_tokens=config.max_soft_tokens, uint8_pixels=True
     )
     # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
     # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
