@@ -319,6 +319,23 @@ def data_only(args) -> dict:
     return results
 
 
+def write_report(args, device: str, results: dict, seconds: float, *, complete: bool) -> None:
+    report = {
+        "device": device,
+        "tiny": args.tiny,
+        "steps": args.steps,
+        "grad_accum": args.grad_accum,
+        "epochs": EPOCHS,
+        "published_samples_per_s": PUBLISHED_SAMPLES_PER_S,
+        "complete": complete,
+        "results": results,
+        "total_s": round(seconds, 1),
+    }
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -417,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             res["wall_s"] = round(time.time() - t0, 1)
             results[variant] = res
             print(f"{variant}: {json.dumps(res)}", flush=True)
+            if args.json:  # after every variant, so a run cut short still leaves figures
+                write_report(args, device, results, time.time() - started, complete=False)
             del model
             gc.collect()
 
@@ -438,22 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     total = round(time.time() - started, 1)
     print(f"total {total} s")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "device": device,
-                    "tiny": args.tiny,
-                    "steps": args.steps,
-                    "grad_accum": args.grad_accum,
-                    "epochs": EPOCHS,
-                    "published_samples_per_s": PUBLISHED_SAMPLES_PER_S,
-                    "results": results,
-                    "total_s": total,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_report(args, device, results, total, complete=True)
     return 0
 
 
