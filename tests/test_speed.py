@@ -306,3 +306,25 @@ def test_fast_image_processor_equals_the_stock_one(size):
             torch.as_tensor(a["num_soft_tokens_per_image"]),
             torch.as_tensor(b["num_soft_tokens_per_image"]),
         )
+
+
+def test_e4b_global_layers_use_head_dim_512_so_sdpa_stays_the_default():
+    """docs/training.md's attention note, on E4B's real shapes (a meta-device model)."""
+    from transformers import Gemma4ForConditionalGeneration
+
+    from trainer.tiny import e4b_shaped_config
+
+    cfg = e4b_shaped_config()
+    with torch.device("meta"):
+        model = Gemma4ForConditionalGeneration._from_config(cfg)
+    dims: dict[str, set[int]] = {}
+    for kind, layer in zip(
+        cfg.text_config.layer_types, model.model.language_model.layers, strict=True
+    ):
+        dims.setdefault(kind, set()).add(layer.self_attn.head_dim)
+    assert dims == {"sliding_attention": {256}, "full_attention": {512}}
+    assert cfg.text_config.layer_types.count("full_attention") == 7  # of 42 layers
+    assert Gemma4ForConditionalGeneration._supports_flash_attn is False  # transformers' own flag
+    assert TrainConfig().attn_implementation == "sdpa"
+    with pytest.raises(ConfigError, match="attn-implementation"):
+        TrainConfig(attn_implementation="flash_attention_2")
