@@ -267,6 +267,15 @@ def run_kprep(model, model_id: Path, manifest: Path, out: Path, args, **settings
     }
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its reaped children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def data_only(args) -> dict:
     """Input-pipeline samples/s on the CPU: plain (main process, float pixels) vs kprep's
     DataLoader (workers, prefetch, uint8 pixels)."""
@@ -302,6 +311,7 @@ def data_only(args) -> dict:
                     fast_processor(processor) if uint8 else processor, uint8_pixels=uint8
                 ),
             )
+            cpu0 = _cpu_seconds()
             t0 = time.perf_counter()
             n = 0
             first = None
@@ -310,6 +320,8 @@ def data_only(args) -> dict:
                 if first is None:
                     first = time.perf_counter() - t0
             seconds = time.perf_counter() - t0
+            del loader  # workers exit, so their CPU time is counted
+            cpu = _cpu_seconds() - cpu0
             results[name] = {
                 # Everything from creating the iterator (worker start-up included).
                 "samples_per_s": round(n / seconds, 2),
@@ -317,6 +329,10 @@ def data_only(args) -> dict:
                 # Once the first batch is out: the rate a long epoch runs at.
                 "steady_samples_per_s": round((n - 1) / (seconds - first), 2) if n > 1 else None,
                 "first_batch_s": round(first, 2),
+                # CPU time of this process and its workers per sample: what the pipeline
+                # costs, whatever else shares the machine; 2 idle cores give 2 / this.
+                "cpu_s_per_sample": round(cpu / n, 4),
+                "samples_per_s_on_2_idle_cores": round(2 * n / cpu, 2),
                 "seconds": round(seconds, 2),
                 "pixel_bytes_per_sample": int(
                     batch["pixel_values"].numel() * batch["pixel_values"].element_size()
