@@ -233,6 +233,22 @@ def test_qlora_trains_a_plain_peft_adapter_that_merge_folds_into_the_full_base(d
         Gemma4ForConditionalGeneration.from_pretrained(TINY), str(out)
     )
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in tuned.named_parameters())
+    # kprep eval accepts it (ranking on the unquantised base + adapter).
+    labels = tmp_path / "label_map.json"
+    labels.write_text(
+        json.dumps(
+            {"labels": ["tai chi", "moving left"], "answer_template": "The video shows {label}."}
+        )
+    )
+    report = tmp_path / "eval.json"
+    ev = CliRunner().invoke(
+        app,
+        ["eval", "--data-path", str(data), "--model-id", TINY, "--adapter", str(out),
+         "--label-map", str(labels), "--method", "ranking", "--output", str(report)],
+    )  # fmt: skip
+    assert ev.exit_code == 0, ev.output
+    run = json.loads(report.read_text())["runs"][-1]
+    assert 0.0 <= run["ranking"]["top1"] <= 1.0
     merged = tmp_path / "merged"
     result = CliRunner().invoke(app, ["merge", "--adapter", str(out), "--output", str(merged)])
     assert result.exit_code == 0, result.output
