@@ -330,9 +330,12 @@ def data_only(args) -> dict:
                 "steady_samples_per_s": round((n - 1) / (seconds - first), 2) if n > 1 else None,
                 "first_batch_s": round(first, 2),
                 # CPU time of this process and its workers per sample: what the pipeline
-                # costs, whatever else shares the machine; 2 idle cores give 2 / this.
+                # costs, whatever else shares the machine. On idle cores it runs at
+                # cores / this, where cores = 1 for the main process alone, else
+                # min(workers, 2) (the 2-core box).
                 "cpu_s_per_sample": round(cpu / n, 4),
-                "samples_per_s_on_2_idle_cores": round(2 * n / cpu, 2),
+                "idle_cores": max(1, min(workers, 2)),
+                "samples_per_s_on_idle_cores": round(max(1, min(workers, 2)) * n / cpu, 2),
                 "seconds": round(seconds, 2),
                 "pixel_bytes_per_sample": int(
                     batch["pixel_values"].numel() * batch["pixel_values"].element_size()

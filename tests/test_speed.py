@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -261,7 +262,8 @@ def test_qlora_trains_a_plain_peft_adapter_that_merge_folds_into_the_full_base(d
     "extra, message",
     [
         (["--no-use-lora"], "--load-in-4bit (True) needs LoRA"),
-        (["--deepspeed", "zero2"], "without DeepSpeed"),
+        (["--deepspeed", "zero2"], "pass --deepspeed none"),
+        (["--num-gpus", "2"], "without DeepSpeed"),
     ],
 )
 def test_load_in_4bit_flag_errors(extra, message, tmp_path):
@@ -344,3 +346,15 @@ def test_e4b_global_layers_use_head_dim_512_so_sdpa_stays_the_default():
     assert TrainConfig().attn_implementation == "sdpa"
     with pytest.raises(ConfigError, match="attn-implementation"):
         TrainConfig(attn_implementation="flash_attention_2")
+
+
+def test_deepspeed_none_clears_a_config_files_setting_for_qlora(tmp_path):
+    from trainer.train import resolve_deepspeed
+
+    recipe = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "gemma4_e4b_lora.yaml"
+    cfg = TrainConfig.from_sources(
+        config_file=recipe, overrides={"load_in_4bit": True, "deepspeed": "none"}
+    )
+    assert cfg.load_in_4bit and resolve_deepspeed(cfg.deepspeed, max_grad_norm=1.0) is None
+    with pytest.raises(ConfigError, match="--deepspeed none"):
+        TrainConfig.from_sources(config_file=recipe, overrides={"load_in_4bit": True})

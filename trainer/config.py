@@ -31,6 +31,7 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_wi
 SAMPLING_METHODS = ("center", "linspace", "random")
 DECODERS = ("auto", "decord", "pyav", "opencv")
 VISION_CACHE_MODES = ("auto", "off", "memory", "disk")
+NO_DEEPSPEED = ("none", "off")  # --deepspeed none: drop a config file's DeepSpeed setting
 
 # q/k/v/o/gate/up/down of the text decoder layers only. The vision and audio
 # towers have modules with the same short names (Gemma4ClippableLinear) that
@@ -167,7 +168,8 @@ class TrainConfig:
     # --- scale ------------------------------------------------------------------------
     deepspeed: str | None = _f(
         None,
-        "DeepSpeed config JSON; 'zero2' (or an empty value) uses the packaged ZeRO-2 config.",
+        "DeepSpeed config JSON; 'zero2' (or an empty value) uses the packaged ZeRO-2 config; "
+        "'none' turns off one set in --config.",
     )
     num_gpus: int | None = _f(
         None, "Launch through the deepspeed launcher on this many GPUs per node."
@@ -270,9 +272,12 @@ class TrainConfig:
                 self.use_lora, "load_in_4bit", "needs LoRA: a 4-bit base cannot be fully fine-tuned"
             )
             need(
-                self.deepspeed is None and self.num_gpus is None and self.hostfile is None,
+                (self.deepspeed is None or self.deepspeed.lower() in NO_DEEPSPEED)
+                and self.num_gpus is None
+                and self.hostfile is None,
                 "load_in_4bit",
-                "runs on one GPU without DeepSpeed: drop --deepspeed / --num-gpus / --hostfile",
+                "runs on one GPU without DeepSpeed: pass --deepspeed none and no --num-gpus / "
+                "--hostfile",
             )
         need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads", "must be >= 1")
         need(self.save_steps >= 1, "save_steps", "must be >= 1")

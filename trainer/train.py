@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, TrainConfig, packaged_config
+from trainer.config import NO_DEEPSPEED, ConfigError, TrainConfig, packaged_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def resolve_deepspeed(value: str | None, *, max_grad_norm: float) -> dict[str, A
     ``"zero2"`` / ``""`` / ``"default"`` mean the packaged ZeRO-2 config. Its
     ``gradient_clipping`` is set from ``--max-grad-norm`` so the two never disagree.
     """
-    if value is None:
+    if value is None or value.lower() in NO_DEEPSPEED:
         return None
     path = packaged_config("zero2.json") if value in ("", "zero2", "default") else Path(value)
     if not path.is_file():
