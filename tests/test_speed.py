@@ -358,3 +358,14 @@ def test_deepspeed_none_clears_a_config_files_setting_for_qlora(tmp_path):
     assert cfg.load_in_4bit and resolve_deepspeed(cfg.deepspeed, max_grad_norm=1.0) is None
     with pytest.raises(ConfigError, match="--deepspeed none"):
         TrainConfig.from_sources(config_file=recipe, overrides={"load_in_4bit": True})
+
+
+def test_auto_batch_is_refused_for_multi_gpu_runs(tmp_path):
+    from trainer.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data-path", "d.json", "--output-dir", str(tmp_path), "--auto-batch",
+         "--num-gpus", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--auto-batch (True) probes one GPU" in result.output

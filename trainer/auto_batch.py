@@ -18,6 +18,7 @@ which tests/test_speed.py checks for 8 x 1 against 1 x 8.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,11 @@ def choose(
     info: dict[str, Any] = {"auto_batch": bool(config.auto_batch), "effective_batch": effective}
     if not config.auto_batch:
         return micro, accum, {**info, "micro_batch": micro, "accumulation": accum}
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # Every rank must use the same split; one GPU's probe cannot decide for all.
+        logger.warning("auto-batch: %s processes, keeping micro-batch %d x %d",
+                       os.environ["WORLD_SIZE"], micro, accum)  # fmt: skip
+        return micro, accum, {**info, "micro_batch": micro, "accumulation": accum, "probed": []}
     if not cuda:
         logger.info("auto-batch: no CUDA device, keeping micro-batch %d x %d", micro, accum)
         return micro, accum, {**info, "micro_batch": micro, "accumulation": accum, "probed": []}

@@ -267,6 +267,11 @@ class TrainConfig:
                 f"needs a frozen vision tower and projector, but {flag(trains[0]) if trains else ''} "
                 "> 0 trains them: use --vision-cache off (or auto)",
             )
+        need(
+            not self.auto_batch or (self.num_gpus in (None, 1) and self.hostfile is None),
+            "auto_batch",
+            "probes one GPU: for a multi-GPU run set --per-device-train-batch-size yourself",
+        )
         if self.load_in_4bit:
             need(
                 self.use_lora, "load_in_4bit", "needs LoRA: a 4-bit base cannot be fully fine-tuned"

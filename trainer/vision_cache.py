@@ -318,7 +318,9 @@ def prepare(
         collate_fn=_EncodeEach(collator),
     )
     entries: list[dict[str, Any]] = []
-    tmp = folder.with_name(f".{key}.tmp")
+    # One build folder per process: under the multi-GPU launcher every rank builds
+    # the cache, and the first to finish renames its folder in; the others reuse it.
+    tmp = folder.with_name(f".{key}.tmp-rank{os.environ.get('RANK', '0')}")
     writing = mode == "disk"
     if writing:
         _start_folder(tmp)
@@ -363,10 +365,13 @@ def prepare(
     }
     if writing:
         (tmp / MARKER_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():  # an older incomplete build of the same key: ours, replace it
-            shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another rank renamed its complete build in first
+            if not (folder / MARKER_NAME).is_file():
+                raise
+            shutil.rmtree(tmp)
         logger.info(
             "vision cache: %d samples on disk in %s (%.1f s)", len(dataset), folder, seconds
         )
