@@ -182,6 +182,7 @@ def test_micro_batch_8x1_updates_like_1x8_and_auto_batch_keeps_it_on_cpu(tmp_pat
 
 def test_auto_batch_picks_the_largest_divisor_that_fits():
     from trainer.auto_batch import candidates, pick
+    from trainer.errors import TrainError
 
     assert candidates(8) == [8, 4, 2, 1] and candidates(6, limit=4) == [3, 2, 1]
     tried = []
@@ -191,7 +192,7 @@ def test_auto_batch_picks_the_largest_divisor_that_fits():
         return size <= 2
 
     assert pick(8, fits) == 2 and tried == [8, 4, 2]
-    with pytest.raises(MemoryError, match="--auto-batch"):
+    with pytest.raises(TrainError, match="--auto-batch"):
         pick(4, lambda size: False)
 
 

@@ -22,6 +22,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from trainer.errors import TrainError
+
 logger = logging.getLogger(__name__)
 
 HEADROOM = 0.85
@@ -45,7 +47,7 @@ def pick(effective: int, fits: Callable[[int], bool], *, limit: int | None = Non
     for size in candidates(effective, limit=limit):
         if fits(size):
             return size
-    raise MemoryError(
+    raise TrainError(
         "--auto-batch: not even a micro-batch of 1 fits the GPU: use --load-in-4bit, "
         "--max-soft-tokens 70 or a larger GPU"
     )
