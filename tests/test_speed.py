@@ -370,3 +370,22 @@ def test_auto_batch_is_refused_for_multi_gpu_runs(tmp_path):
          "--num-gpus", "2"],
     )  # fmt: skip
     assert result.exit_code == 2 and "--auto-batch (True) probes one GPU" in result.output
+
+
+def test_fast_image_processor_without_resize_equals_the_stock_one():
+    """The demo model's processor skips the resize (do_resize False): same output too."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.model import load_processor
+    from trainer.pixels import fast_processor
+
+    processor = load_processor(TINY)
+    fast = fast_processor(processor)
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)) for _ in range(2)]
+    for kwargs in ({"do_resize": False}, {"do_resize": False, "do_rescale": False}):
+        a = processor.image_processor(frames, return_tensors="pt", **kwargs)
+        b = fast.image_processor(frames, return_tensors="pt", **kwargs)
+        assert torch.equal(a["pixel_values"], b["pixel_values"]), kwargs
+        assert torch.equal(a["image_position_ids"], b["image_position_ids"]), kwargs
