@@ -98,8 +98,8 @@ def test_vision_cache_gives_the_same_losses_and_adapter(mode, data, uncached, tm
         (folder,) = folders
         assert (folder / MARKER_NAME).is_file() and len(list(folder.glob("*.safetensors"))) == 4
         assert info["dtype"] == "float32"  # the CPU run's tower dtype (bf16 on a GPU run)
-        # A second run with the same data and model reuses the complete cache.
-        again = train(_config(data, out, vision_cache="disk", max_steps=1))
+        # A later run in the same folder (--resume) with the same data and model reuses it.
+        again = train(_config(data, out, vision_cache="disk", max_steps=1, resume=True))
         assert again["effective"]["vision_cache"]["reused"] is True
         assert _losses(again)[0] == pytest.approx(_losses(ref)[0], rel=1e-5)
     else:
