@@ -98,7 +98,7 @@ def write_frames_manifest(folder: Path, *, num_samples: int, width: int, height:
     import numpy as np
     from PIL import Image
 
-    from trainer.tiny import TINY_PROMPT
+    from kinetics_prep.schema import DEFAULT_PROMPT
 
     rng = np.random.default_rng(0)
     entries = []
@@ -112,7 +112,7 @@ def write_frames_manifest(folder: Path, *, num_samples: int, width: int, height:
             img = np.clip(base + noise + 10 * f, 0, 255).astype(np.uint8)
             Image.fromarray(img).save(folder / rel, quality=90)
             content.append({"type": "image", "image": rel})
-        content.append({"type": "text", "text": TINY_PROMPT})
+        content.append({"type": "text", "text": DEFAULT_PROMPT})
         label = ("tai chi", "abseiling")[i % 2]
         entries.append(
             {
