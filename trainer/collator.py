@@ -32,6 +32,7 @@ from trainer.errors import MaskingError
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+PIXEL_RESCALE = "pixel_rescale"  # batch key: the factor uint8 pixel_values still need
 _BATCH_KEYS = (
     "pixel_values",
     "image_position_ids",
@@ -135,8 +136,13 @@ class VisionChatCollator:
         max_soft_tokens: int | None = None,
         check: bool = True,
         min_padding: int = 1,
+        uint8_pixels: bool = False,
     ):
         self.processor = processor
+        # uint8_pixels: images leave the processor before its rescale (x * 1/255),
+        # so workers patchify, pad and ship 1 byte per value instead of 4;
+        # ``pixels_to_model`` rescales on the device, bit for bit as the processor.
+        self.uint8_pixels = uint8_pixels
         # One pad column makes the attention masks explicit tensors even for a
         # batch of one, which Gemma 4 needs to run its KV-shared layers on the
         # answer positions only (see logits_to_keep_for). Its label is -100.
@@ -162,8 +168,13 @@ class VisionChatCollator:
         }
         if item.get("images"):
             kwargs["images"] = [item["images"]]
+            images_kwargs: dict[str, Any] = {}
             if self.max_soft_tokens:
-                kwargs["images_kwargs"] = {"max_soft_tokens": self.max_soft_tokens}
+                images_kwargs["max_soft_tokens"] = self.max_soft_tokens
+            if self.uint8_pixels:
+                images_kwargs["do_rescale"] = False
+            if images_kwargs:
+                kwargs["images_kwargs"] = images_kwargs
         if item.get("video") is not None:
             kwargs["videos"] = [item["video"]]
             videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
@@ -216,6 +227,8 @@ class VisionChatCollator:
         for key in _BATCH_KEYS:
             if key in enc:
                 out[key] = enc[key]
+        if self.uint8_pixels and "pixel_values" in out:
+            out[PIXEL_RESCALE] = float(self.processor.image_processor.rescale_factor)
         return out
 
     def _check(self, labels, answer: str) -> None:
@@ -233,9 +246,13 @@ class VisionChatCollator:
 
     # --- a batch ----------------------------------------------------------------------
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+
+        return self.pad([self.encode(item) for item in items])
+
+    def pad(self, encoded: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad encoded samples (``encode``'s output) into one batch."""
         import torch
 
-        encoded = [self.encode(item) for item in items]
         length = max(len(e["input_ids"]) for e in encoded) + self.min_padding
 
         def pad(key: str, value: int):
@@ -254,9 +271,29 @@ class VisionChatCollator:
             batch["mm_token_type_ids"] = pad("mm_token_type_ids", 0)
         for key in _BATCH_KEYS:
             parts = [e[key] for e in encoded if key in e]
-            if parts:
-                batch[key] = torch.cat(parts, dim=0)
+            if parts:  # no copy for one sample (the recipe's micro-batch of 1)
+                batch[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        rescale = [e[PIXEL_RESCALE] for e in encoded if PIXEL_RESCALE in e]
+        if rescale:
+            batch[PIXEL_RESCALE] = rescale[0]
         return batch
+
+
+def pixels_to_model(inputs: dict[str, Any]) -> dict[str, Any]:
+    """uint8 ``pixel_values`` (``uint8_pixels=True``) -> the processor's float32 values.
+
+    The Gemma 4 image processor computes ``float32(x) * rescale_factor`` after its
+    resize; doing the same here, on whatever device the batch is on, gives
+    identical values (tests/test_speed.py checks bit equality).
+    """
+    if PIXEL_RESCALE not in inputs:
+        return inputs
+    inputs = dict(inputs)
+    factor = inputs.pop(PIXEL_RESCALE)
+    pixels = inputs.get("pixel_values")
+    if pixels is not None and not pixels.is_floating_point():
+        inputs["pixel_values"] = pixels.float() * factor
+    return inputs
 
 
 def logits_to_keep_for(labels) -> int:

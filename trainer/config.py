@@ -32,6 +32,8 @@ OPTIMIZERS = (
 )
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
 DECODERS = ("auto", "decord", "pyav", "opencv")
+VISION_CACHE_MODES = ("auto", "off", "memory", "disk")
+NO_DEEPSPEED = ("none", "off")  # --deepspeed none: drop a config file's DeepSpeed setting
 
 # q/k/v/o/gate/up/down of the text decoder layers only. The vision and audio
 # towers have modules with the same short names (Gemma4ClippableLinear) that
@@ -91,7 +93,16 @@ class TrainConfig:
     # --- precision and memory ----------------------------------------------------------
     bf16: bool = _f(True, "bfloat16 mixed precision (switched off with a note on a CPU).")
     gradient_checkpointing: bool = _f(True, "Recompute activations in backward to save memory.")
-    attn_implementation: str = _f("sdpa", "Attention kernel: sdpa or eager.")
+    attn_implementation: str = _f(
+        "sdpa",
+        "Attention kernel: sdpa or eager (FlashAttention-2 cannot run Gemma 4's "
+        "head_dim-512 global layers; see docs/training.md).",
+    )
+    load_in_4bit: bool = _f(
+        False,
+        "QLoRA: load the text model's Linear layers in 4-bit NF4 (double quantisation, bf16 "
+        "compute; bitsandbytes). Vision tower, projector and embeddings stay unquantised.",
+    )
     # --- what trains --------------------------------------------------------------------
     use_lora: bool = _f(True, "Train LoRA adapters; --no-use-lora fine-tunes the text model fully.")
     lora_r: int = _f(16, "LoRA rank.")
@@ -123,7 +134,24 @@ class TrainConfig:
         "center", f"Frame sampling for raw video: {', '.join(SAMPLING_METHODS)}."
     )
     decoder: str = _f("auto", f"Video decoder for raw video: {', '.join(DECODERS)}.")
-    dataloader_num_workers: int = _f(0, "DataLoader worker processes (decode in parallel).")
+    dataloader_num_workers: int | None = _f(
+        None,
+        "DataLoader worker processes that decode, resize and collate in parallel "
+        "(default: min(8, CPUs - 1) with CUDA, 0 on a CPU, where workers compete with training).",
+    )
+    dataloader_prefetch_factor: int = _f(
+        4, "Batches each DataLoader worker prepares ahead (with workers > 0)."
+    )
+    vision_cache: str = _f(
+        "auto",
+        "Frozen-vision cache: off, memory, disk (bf16 tensors under --output-dir keyed by the "
+        "data hash), or auto (on exactly when the vision tower and projector are frozen).",
+    )
+    auto_batch: bool = _f(
+        False,
+        "Keep the effective batch (micro-batch x accumulation) and pick the largest micro-batch "
+        "that fits the GPU by probing it (OOM-safe); a CPU keeps --per-device-train-batch-size.",
+    )
     torch_threads: int | None = _f(
         None,
         "CPU threads for torch ops (default: torch's own). On a small shared CPU, 1 can be "
@@ -138,7 +166,8 @@ class TrainConfig:
     # --- scale ------------------------------------------------------------------------
     deepspeed: str | None = _f(
         None,
-        "DeepSpeed config JSON; 'zero2' (or an empty value) uses the packaged ZeRO-2 config.",
+        "DeepSpeed config JSON; 'zero2' (or an empty value) uses the packaged ZeRO-2 config; "
+        "'none' turns off one set in --config.",
     )
     num_gpus: int | None = _f(
         None, "Launch through the deepspeed launcher on this many GPUs per node."
@@ -215,7 +244,44 @@ class TrainConfig:
             f"must be one of {SAMPLING_METHODS}",
         )
         need(self.decoder in DECODERS, "decoder", f"must be one of {DECODERS}")
-        need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(
+            self.dataloader_num_workers is None or self.dataloader_num_workers >= 0,
+            "dataloader_num_workers",
+            "must be >= 0",
+        )
+        need(self.dataloader_prefetch_factor >= 1, "dataloader_prefetch_factor", "must be >= 1")
+        need(
+            self.vision_cache in VISION_CACHE_MODES,
+            "vision_cache",
+            f"must be one of {VISION_CACHE_MODES}",
+        )
+        if self.vision_cache in ("memory", "disk"):
+            trains = [
+                name for name in ("image_encoder_lr", "projector_lr") if getattr(self, name) > 0
+            ]
+            need(
+                not trains,
+                "vision_cache",
+                f"needs a frozen vision tower and projector, but {flag(trains[0]) if trains else ''} "
+                "> 0 trains them: use --vision-cache off (or auto)",
+            )
+        need(
+            not self.auto_batch or (self.num_gpus in (None, 1) and self.hostfile is None),
+            "auto_batch",
+            "probes one GPU: for a multi-GPU run set --per-device-train-batch-size yourself",
+        )
+        if self.load_in_4bit:
+            need(
+                self.use_lora, "load_in_4bit", "needs LoRA: a 4-bit base cannot be fully fine-tuned"
+            )
+            need(
+                (self.deepspeed is None or self.deepspeed.lower() in NO_DEEPSPEED)
+                and self.num_gpus is None
+                and self.hostfile is None,
+                "load_in_4bit",
+                "runs on one GPU without DeepSpeed: pass --deepspeed none and no --num-gpus / "
+                "--hostfile",
+            )
         need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads", "must be >= 1")
         need(self.save_steps >= 1, "save_steps", "must be >= 1")
         need(self.save_total_limit >= 1, "save_total_limit", "must be >= 1")

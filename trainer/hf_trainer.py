@@ -11,6 +11,7 @@ from transformers import Trainer, TrainerCallback
 
 from trainer.collator import logits_to_keep_for
 from trainer.model import parameter_groups
+from trainer.vision_cache import model_inputs
 
 
 class KprepTrainer(Trainer):
@@ -25,6 +26,7 @@ class KprepTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = model_inputs(inputs)  # uint8 pixels rescaled, cached soft tokens, if any
         if "labels" in inputs:
             inputs = {**inputs, "logits_to_keep": logits_to_keep_for(inputs["labels"])}
         return super().compute_loss(

@@ -37,6 +37,7 @@ class ModelInfo:
     total_params: int = 0
     dtype: str = "float32"
     trainable_by_part: dict[str, int] = field(default_factory=dict)
+    quantized_modules: int = 0
 
 
 def part_of(name: str) -> str:
@@ -93,10 +94,24 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
     from transformers import Gemma4ForConditionalGeneration
 
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[device_dtype]
+    quantize: dict[str, Any] = {}
+    if config.load_in_4bit:
+        from trainer.quant import from_pretrained_kwargs
+
+        if model is not None:
+            raise TrainError(
+                "--load-in-4bit loads --model-id itself: pass a checkpoint, not a model"
+            )
+        quantize = from_pretrained_kwargs(
+            bf16=dtype == torch.bfloat16, cuda=torch.cuda.is_available()
+        )
     if model is None:
         try:
             model = Gemma4ForConditionalGeneration.from_pretrained(
-                config.model_id, dtype=dtype, attn_implementation=config.attn_implementation
+                config.model_id,
+                dtype=dtype,
+                attn_implementation=config.attn_implementation,
+                **quantize,
             )
         except OSError as exc:
             raise ModelLoadError(
@@ -105,6 +120,11 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
             ) from exc
     model.config.use_cache = False
     info = ModelInfo(dtype=device_dtype)
+    if config.load_in_4bit:
+        from trainer.quant import prepare_for_kbit_training, quantized_module_names
+
+        prepare_for_kbit_training(model)
+        info.quantized_modules = len(quantized_module_names(model))
     train_vision = config.image_encoder_lr > 0
     train_projector = config.projector_lr > 0
 

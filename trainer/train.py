@@ -33,7 +33,7 @@ from typing import Any
 
 from kinetics_prep.fileio import atomic_write_text
 from kinetics_prep.schema import TRAIN_CONFIG_NAME, TRAINING_SUMMARY_NAME
-from trainer.config import ConfigError, TrainConfig, packaged_config
+from trainer.config import NO_DEEPSPEED, ConfigError, TrainConfig, packaged_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def resolve_deepspeed(value: str | None, *, max_grad_norm: float) -> dict[str, A
     ``"zero2"`` / ``""`` / ``"default"`` mean the packaged ZeRO-2 config. Its
     ``gradient_clipping`` is set from ``--max-grad-norm`` so the two never disagree.
     """
-    if value is None:
+    if value is None or value.lower() in NO_DEEPSPEED:
         return None
     path = packaged_config("zero2.json") if value in ("", "zero2", "default") else Path(value)
     if not path.is_file():
@@ -268,15 +268,19 @@ def _resume_checkpoint(config: TrainConfig) -> str | None:
     return resume_from
 
 
-def _training_arguments(config: TrainConfig, *, deepspeed, bf16: bool, cuda: bool):
+def _training_arguments(
+    config: TrainConfig, *, deepspeed, bf16: bool, cuda: bool, micro: int, accum: int, workers: int
+):
+    """``micro`` x ``accum``: the micro-batch split (``--auto-batch`` may change it);
+    ``workers``: DataLoader workers (``trainer.workers``)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(config.output_dir),
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_ratio,  # transformers 5: a value < 1 is a ratio of total steps
@@ -292,7 +296,8 @@ def _training_arguments(config: TrainConfig, *, deepspeed, bf16: bool, cuda: boo
         logging_steps=config.logging_steps,
         report_to=config.report_to,
         seed=config.seed,
-        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_num_workers=workers,
+        dataloader_prefetch_factor=config.dataloader_prefetch_factor if workers else None,
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,
         deepspeed=deepspeed,
@@ -302,22 +307,48 @@ def _training_arguments(config: TrainConfig, *, deepspeed, bf16: bool, cuda: boo
 
 
 def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool, started: float):
+    from transformers import set_seed
+
+    from trainer import auto_batch, vision_cache
     from trainer.collator import VisionChatCollator, mean_token_loss
+    from trainer.data import data_fingerprint
     from trainer.hf_trainer import KprepTrainer, LogLastStep
     from trainer.model import load_model, load_processor, parameter_groups
+    from trainer.pixels import fast_processor
+    from trainer.workers import dataloader_workers
 
     samples, dataset = _dataset(config)
     processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
-    collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
+    # Workers ship uint8 patches from the fast (identical) image path; see trainer/pixels.py.
+    collator = VisionChatCollator(
+        fast_processor(processor), max_soft_tokens=config.max_soft_tokens, uint8_pixels=True
+    )
     # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
     # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
     weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
+    set_seed(config.seed)  # --seed covers the LoRA initialisation too, not only the Trainer
     model, info = load_model(config, device_dtype=weights, model=model)
     group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
     logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
 
+    # Speed (tests/test_speed.py: same losses and updates): the frozen-vision cache,
+    # the micro-batch split, DataLoader workers.
+    workers = dataloader_workers(config.dataloader_num_workers, cuda=cuda)
+    cache = vision_cache.prepare(
+        config, model, dataset, collator, data_sha256=data_fingerprint(config.data_path),
+        cuda=cuda, bf16=bf16, num_workers=workers,
+    )  # fmt: skip
+    if cache is not None:
+        dataset, collator = cache.dataset, cache.collator
+    micro, accum, batch_info = auto_batch.choose(
+        config, model, dataset, collator, cuda=cuda, bf16=bf16
+    )
+
     resume_from = _resume_checkpoint(config)
-    args = _training_arguments(config, deepspeed=deepspeed, bf16=bf16, cuda=cuda)
+    args = _training_arguments(
+        config, deepspeed=deepspeed, bf16=bf16, cuda=cuda, micro=micro, accum=accum,
+        workers=workers,
+    )  # fmt: skip
     trainer = KprepTrainer(
         model=model,
         args=args,
@@ -347,6 +378,10 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             "optimizer": type(trainer.optimizer).__name__,
             "optimizer_class": _innermost_optimizer(trainer.optimizer),
             "param_groups": group_lrs,
+            "load_in_4bit": config.load_in_4bit,
+            "vision_cache": cache.info if cache is not None else {"mode": "off"},
+            "dataloader_num_workers": workers,
+            **batch_info,
         },
         num_samples=len(samples),
         resumed_from=resume_from,
