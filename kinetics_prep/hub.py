@@ -9,9 +9,10 @@ out as ``Dataset.push_to_hub`` lays out a repository::
 ``kprep push --dry-run DIR`` stops there; a real push stages into a temporary
 folder and uploads that same folder with ``HfApi.upload_folder`` (deleting
 stale shards of an earlier push in the same commit), so what a dry run shows
-is what a push sends. This is the only module that talks to the network. The
-token goes to ``HfApi`` and nowhere else: it is never logged, and error
-messages are scrubbed of it.
+is what a push sends (:mod:`kinetics_prep.publish` does the upload, for
+datasets and models alike: private by default, never replacing a repo kprep
+did not make). The token goes to ``HfApi`` and nowhere else: it is never
+logged, and error messages are scrubbed of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -305,45 +305,21 @@ def stage_upload(
 def _check_repo_id(repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
-        raise HubError(f"REPO_ID ({repo_id!r}) must look like 'user-or-org/dataset-name'")
+        raise HubError(f"REPO_ID ({repo_id!r}) must look like 'user-or-org/repo-name'")
 
 
 def push_dataset(
     dataset_dir: str | Path,
     repo_id: str,
     *,
-    private: bool = False,
+    public: bool | None = None,
+    overwrite: bool = False,
     token: str | None = None,
-    max_shard_bytes: int = MAX_SHARD_BYTES,
-) -> PushResult:
-    """Stage the upload in a temporary folder and send it as one commit to a dataset repo.
+):
+    """Push an Arrow dataset: :func:`kinetics_prep.publish.push` (private by default,
+    never replaces a repo kprep did not make unless ``overwrite``)."""
+    from kinetics_prep.publish import folder_kind, push
 
-    ``token=None`` uses the login saved by ``hf auth login`` / ``HF_TOKEN``.
-    """
-    from huggingface_hub import HfApi
-
-    _check_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="kprep-push-") as tmp:
-        staged = stage_upload(dataset_dir, tmp, repo_id=repo_id, max_shard_bytes=max_shard_bytes)
-        try:
-            api = HfApi(token=token, library_name="kprep")
-            repo = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                repo_type="dataset",
-                folder_path=tmp,
-                commit_message=f"kprep push: {', '.join(f'{k} {v}' for k, v in staged.splits.items())}",
-                delete_patterns=["data/*.parquet"],
-            )
-        except Exception as error:  # huggingface_hub raises HTTP, auth and value errors
-            message = scrub(f"{type(error).__name__}: {error}", token).splitlines()[0]
-            raise HubError(
-                f"push to {repo_id!r} failed ({message}); check the repo id and that your token "
-                "has write access (hf auth login, or --token)"
-            ) from None
-    return PushResult(
-        repo_id=repo_id,
-        url=str(repo),
-        commit_url=getattr(commit, "commit_url", None),
-        staged=staged,
-    )
+    if folder_kind(dataset_dir) != "dataset":
+        raise HubError(f"DATASET ({str(dataset_dir)!r}) is not a saved Arrow dataset")
+    return push(dataset_dir, repo_id, public=public, overwrite=overwrite, token=token)

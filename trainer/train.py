@@ -215,6 +215,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
+    from trainer.card import card_facts, copy_label_map, write_card
     from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
     from trainer.data import ConversationDataset, data_fingerprint, load_samples
     from trainer.model import load_model, load_processor, parameter_groups
@@ -362,7 +363,12 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             "train_steps_per_second": metrics.get("train_steps_per_second"),
             "wall_seconds": round(time.time() - started, 3),
         }
+        summary.update(
+            card_facts(config, samples=samples, model=model, deepspeed=deepspeed, cuda=cuda)
+        )
         _atomic_write(output_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
+        copy_label_map(summary, output_dir)
+        write_card(output_dir, summary=summary)  # replaces PEFT's placeholder README.md
         logger.info(
             "done: %d steps, final loss %s, %.3f samples/s -> %s",
             summary["global_step"],

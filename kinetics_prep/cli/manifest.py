@@ -161,9 +161,20 @@ def validate(
 
 @app.command()
 def push(
-    dataset: Path = typer.Argument(..., help="The *_arrow folder written by build-manifest."),
-    repo_id: str = typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
-    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    path: Path = typer.Argument(
+        ...,
+        help="The *_arrow folder of build-manifest, or the --output-dir of `kprep train` / merge.",
+    ),
+    repo_id: str = typer.Argument(..., help="Hub repo, e.g. me/kinetics-3k or me/gemma4-lora."),
+    public: bool | None = typer.Option(
+        None,
+        "--public/--private",
+        show_default=False,
+        help="Visibility of the repo [default: a new repo is private; an existing one keeps its own].",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace files in an existing repo that kprep did not create."
+    ),
     token: str | None = typer.Option(
         None,
         "--token",
@@ -172,25 +183,42 @@ def push(
         help="Hub token [default: HF_TOKEN or the saved login]. Never printed.",
     ),
     dry_run: Path | None = typer.Option(
-        None, "--dry-run", help="Write the parquet shards + README.md here instead of uploading."
+        None, "--dry-run", help="Write exactly what would be uploaded here instead of uploading."
+    ),
+    base_model_id: str | None = typer.Option(
+        None, "--base-model-id", help="Model: Hub id of the base model for the card."
+    ),
+    dataset_id: str | None = typer.Option(
+        None, "--dataset-id", help="Model: Hub id of the training dataset for the card."
     ),
 ) -> None:
-    """Upload the Arrow dataset (images embedded) with a generated dataset card."""
-    from kinetics_prep.hub import HubError, push_dataset, stage_upload
+    """Publish an Arrow dataset (parquet + dataset card) or a trained model (final files + card)."""
+    from kinetics_prep.hub import HubError
+    from kinetics_prep.publish import dry_run as stage
+    from kinetics_prep.publish import push as publish
 
+    ids = {"base_model_id": base_model_id, "dataset_id": dataset_id}
     try:
         if dry_run is not None:
-            staged = stage_upload(dataset, dry_run, repo_id=repo_id)
+            kind, staged = stage(path, dry_run, repo_id=repo_id, **ids)
         else:
-            result = push_dataset(dataset, repo_id, private=private, token=token)
-            staged = result.staged
+            result = publish(path, repo_id, public=public, overwrite=overwrite, token=token, **ids)
+            kind, staged = result.kind, result.staged
     except HubError as error:
         fail(str(error))
-    splits = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
+    if kind == "dataset":
+        what = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
+    else:
+        what = "model: " + ", ".join(p.name for p in staged.files)
     size = f"{staged.bytes / 1e6:.1f} MB"
     if dry_run is not None:
-        console.print(f"dry run: {len(staged.files)} files ({splits}; {size}) in {dry_run}")
-        for path in staged.files:
-            console.print(f"  {path}", highlight=False)
-    else:
-        console.print(f"pushed {splits} ({size}) to {result.url}", highlight=False)
+        console.print(f"dry run: {len(staged.files)} files ({what}; {size}) in {dry_run}")
+        for file in staged.files:
+            console.print(f"  {file}", highlight=False)
+        return
+    visibility = {True: "private", False: "public", None: "visibility unknown"}[result.private]
+    console.print(f"pushed {what} ({size}) to {result.url} ({visibility})", highlight=False)
+    if result.created:
+        console.print(f"created the {kind} repo {repo_id}", highlight=False)
+    if result.visibility_changed:
+        console.print(f"set {repo_id} to {visibility}", highlight=False)
