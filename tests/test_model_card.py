@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,12 +18,14 @@ from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
+pytest.register_assert_rewrite("fake_hub")
 
 from conftest import write_moving_shape_dataset  # noqa: E402
-from fake_hub import fake_hub, listing  # noqa: E402,F401
+from fake_hub import listing  # noqa: E402
 
 from trainer.tiny import tiny_model_path  # noqa: E402
 
+pytest_plugins = ["fake_hub"]  # fixture: fake_hub
 TINY = str(tiny_model_path())
 TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
 SECTIONS = [
@@ -108,9 +109,15 @@ def test_card_has_every_section_and_the_summary_numbers(run):
     card = ModelCard.load(out / "README.md")
     assert card.data.to_dict()["library_name"] == "peft"
     assert meta["pipeline_tag"] == "image-text-to-text"
-    assert {"gemma", "gemma4", "peft", "lora", "action-recognition", "image-sequence", "kprep"} <= set(
-        meta["tags"]
-    )
+    assert {
+        "gemma",
+        "gemma4",
+        "peft",
+        "lora",
+        "action-recognition",
+        "image-sequence",
+        "kprep",
+    } <= set(meta["tags"])
     assert "base_model" not in meta  # a local base with no recorded Hub id is not invented
     assert "model-index" not in meta
     assert re.findall(r"^## (.*)$", body, re.M) == SECTIONS
@@ -194,7 +201,9 @@ def test_resolve_base_model_from_flag_hub_id_config_or_cache_path(tmp_path):
 
     local = str(tmp_path)
     cache = f"{tmp_path}/hub/models--google--gemma-4-e4b-it/snapshots/0123abcd"
-    assert resolve_base_model(local, base_model_id="google/gemma-4-e4b-it") == "google/gemma-4-e4b-it"
+    assert (
+        resolve_base_model(local, base_model_id="google/gemma-4-e4b-it") == "google/gemma-4-e4b-it"
+    )
     assert resolve_base_model("google/gemma-4-e4b-it") == "google/gemma-4-e4b-it"
     assert resolve_base_model(local, config={"_name_or_path": "google/gemma-4-e2b-it"}) == (
         "google/gemma-4-e2b-it"

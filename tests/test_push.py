@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("manifest_data")
+pytest.register_assert_rewrite("manifest_data", "fake_hub")
+from fake_hub import listing  # noqa: E402
 from manifest_data import OK_CLIPS, counters, invoke  # noqa: E402
-
-from fake_hub import fake_hub, listing  # noqa: E402,F401
 
 from kinetics_prep.hub import size_category  # noqa: E402
 
-pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
+pytest_plugins = ["manifest_data", "fake_hub"]  # fixtures: fresh_root, fake_hub
 
 TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
 
@@ -90,7 +89,9 @@ def test_dry_run_refuses_a_non_empty_folder_and_bad_repo_ids(arrow, tmp_path):
     result = invoke("push", arrow, "no-namespace", "--dry-run", tmp_path / "n", ok=False)
     assert result.exit_code == 2 and "user-or-org/repo-name" in result.output
     result = invoke("push", tmp_path, "me/x", "--dry-run", tmp_path / "m", ok=False)
-    assert result.exit_code == 2 and "neither a saved Arrow dataset" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "neither a saved Arrow dataset" in " ".join(
+        result.output.split()
+    )
 
 
 def test_push_to_a_new_repo_makes_it_private_and_uploads_what_the_dry_run_shows(
