@@ -56,14 +56,6 @@ class StagedUpload:
     bytes: int = 0
 
 
-@dataclass
-class PushResult:
-    repo_id: str
-    url: str
-    commit_url: str | None
-    staged: StagedUpload
-
-
 def size_category(num_rows: int) -> str:
     """The Hub's ``size_categories`` bucket for ``num_rows`` (e.g. 3000 -> ``1K<n<10K``)."""
     bounds = [
@@ -306,20 +298,3 @@ def _check_repo_id(repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
         raise HubError(f"REPO_ID ({repo_id!r}) must look like 'user-or-org/repo-name'")
-
-
-def push_dataset(
-    dataset_dir: str | Path,
-    repo_id: str,
-    *,
-    public: bool | None = None,
-    overwrite: bool = False,
-    token: str | None = None,
-):
-    """Push an Arrow dataset: :func:`kinetics_prep.publish.push` (private by default,
-    never replaces a repo kprep did not make unless ``overwrite``)."""
-    from kinetics_prep.publish import folder_kind, push
-
-    if folder_kind(dataset_dir) != "dataset":
-        raise HubError(f"DATASET ({str(dataset_dir)!r}) is not a saved Arrow dataset")
-    return push(dataset_dir, repo_id, public=public, overwrite=overwrite, token=token)
