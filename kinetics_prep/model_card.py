@@ -488,14 +488,21 @@ def render_model_card(
 
 def _predict_lines(summary: dict[str, Any], *, where: str, repo_id: str | None, base_ref) -> str:
     """A `kprep predict` line that runs: from the local folder, or after `hf download`."""
+    has_label_map = bool((summary.get("answer_form") or {}).get("label_map"))
+    note = (
+        ""
+        if has_label_map
+        else "\n\nTraining found no `label_map.json` beside its data: add `--label-map` with "
+        "the dataset's label map (`kprep build-manifest` writes it)."
+    )
     if repo_id is None:
         return (
             "From the command line, on a clip or an extracted `frames/<clip_id>` folder:\n\n"
-            f"```bash\nkprep predict clip.mp4 --adapter {shlex.quote(where)}\n```"
+            f"```bash\nkprep predict clip.mp4 --adapter {shlex.quote(where)}\n```" + note
         )
     local = repo_id.split("/")[-1]
     args = ["kprep", "predict", "clip.mp4", "--adapter", local, "--model-id", str(base_ref)]
-    if (summary.get("answer_form") or {}).get("label_map"):
+    if has_label_map:
         args += ["--label-map", f"{local}/label_map.json"]
     prompt = first_prompt(summary)
     if prompt:
@@ -503,5 +510,5 @@ def _predict_lines(summary: dict[str, Any], *, where: str, repo_id: str | None, 
     return (
         "From the command line (kprep with its training extra), on a clip or an "
         "extracted `frames/<clip_id>` folder:\n\n"
-        f"```bash\nhf download {repo_id} --local-dir {local}\n{shlex.join(args)}\n```"
+        f"```bash\nhf download {repo_id} --local-dir {local}\n{shlex.join(args)}\n```" + note
     )
