@@ -344,3 +344,21 @@ def test_push_tells_what_a_folder_is(tmp_path):
     result = cli("push", tmp_path, "me/x", "--dry-run", tmp_path / "up", ok=False)
     assert result.exit_code == 2
     assert "neither a saved Arrow dataset" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "env, tail",
+    [({}, ["--no-bf16"]), ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4"}, ["--num-gpus", "4"]),
+     ({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, ["--no-bf16"])],
+)  # fmt: skip
+def test_reproduce_command_lists_changed_settings_and_a_launchers_gpus(monkeypatch, env, tail):
+    from trainer.card import reproduce_command
+    from trainer.config import TrainConfig
+
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    args = reproduce_command(TrainConfig(data_path="d.json", max_steps=5, bf16=False))
+    assert args[:6] == ["kprep", "train", "--data-path", "d.json", "--max-steps", "5"]
+    assert args[-len(tail) :] == tail

@@ -48,6 +48,11 @@ def reproduce_command(config: Any) -> list[str]:
             args.append(flag if value else f"--no-{name.replace('_', '-')}")
         else:
             args += [flag, str(value)]
+    # A launched worker's config has --num-gpus cleared; one node's world size restores it.
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+    if world > 1 and world == local and "--num-gpus" not in args:
+        args += ["--num-gpus", str(world)]
     return args
 
 
