@@ -362,3 +362,30 @@ def test_reproduce_command_lists_changed_settings_and_a_launchers_gpus(monkeypat
     args = reproduce_command(TrainConfig(data_path="d.json", max_steps=5, bf16=False))
     assert args[:6] == ["kprep", "train", "--data-path", "d.json", "--max-steps", "5"]
     assert args[-len(tail) :] == tail
+
+
+def test_a_merged_folder_is_pushed_as_a_plain_model(run, tmp_path):
+    """`kprep merge` output (config.json + model.safetensors, no adapter): card re-rendered
+    for a transformers model; the stand-in weights file is copied byte for byte."""
+    from kinetics_prep.publish import dry_run, folder_kind
+
+    _, trained = run
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    for name in ("training_summary.json", "tokenizer.json", "processor_config.json"):
+        shutil.copy2(trained / name, merged / name)
+    (merged / "config.json").write_text("{}")
+    (merged / "model.safetensors").write_bytes(b"weights")
+    (merged / "optimizer.pt").write_bytes(b"state")
+    assert folder_kind(merged) == "model"
+    kind, staged = dry_run(merged, tmp_path / "up", repo_id="me/merged")
+    assert kind == "model"
+    assert [p.name for p in staged.files] == [
+        "README.md", "config.json", "model.safetensors", "processor_config.json",
+        "tokenizer.json", "training_summary.json",
+    ]  # fmt: skip
+    assert (tmp_path / "up" / "model.safetensors").read_bytes() == b"weights"
+    meta, body = split_card((tmp_path / "up" / "README.md").read_text())
+    assert meta["library_name"] == "transformers" and "merged" in meta["tags"]
+    assert 'Gemma4ForConditionalGeneration.from_pretrained("me/merged"' in body
+    assert "PeftModel" not in body
