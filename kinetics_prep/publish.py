@@ -37,13 +37,14 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.hub import HubError, StagedUpload, _check_repo_id, scrub, stage_upload
-from kinetics_prep.model_card import CARD_MARKER, KPREP_TAG, render_model_card
+from kinetics_prep.errors import HubError
+from kinetics_prep.hub import StagedUpload, _check_repo_id, scrub, stage_upload
+from kinetics_prep.model_card import CARD_MARKER, EVAL_REPORT_NAME, KPREP_TAG, render_model_card
+from kinetics_prep.schema import LABEL_MAP_NAME, TRAINING_SUMMARY_NAME
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
-EVAL_REPORT_NAME = "eval_report.json"
+SUMMARY_NAME = TRAINING_SUMMARY_NAME
 # The final artifacts of a training / merge output, top level only.
 MODEL_FILES = (
     "adapter_config.json",
@@ -66,7 +67,7 @@ MODEL_FILES = (
     "chat_template.json",
     SUMMARY_NAME,
     EVAL_REPORT_NAME,
-    "label_map.json",
+    LABEL_MAP_NAME,
     "README.md",
 )
 # What a push may delete in a repo it is allowed to replace: stale files of

@@ -19,13 +19,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.manifest import LABEL_MAP_NAME
-from kinetics_prep.model_card import render_model_card, resolve_base_model
+from kinetics_prep.errors import SchemaError
+from kinetics_prep.fileio import atomic_write_json, atomic_write_text
+from kinetics_prep.model_card import EVAL_REPORT_NAME, render_model_card, resolve_base_model
+from kinetics_prep.schema import (
+    LABEL_MAP_NAME,
+    TRAINING_SUMMARY_NAME,
+    label_map_path,
+    read_label_map,
+)
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
-EVAL_REPORT_NAME = "eval_report.json"
+SUMMARY_NAME = TRAINING_SUMMARY_NAME
 CARD_NAME = "README.md"
 # Set by the launcher / the run itself, not choices that reproduce a run.
 _NOT_IN_COMMAND = ("local_rank",)
@@ -54,14 +60,6 @@ def reproduce_command(config: Any) -> list[str]:
     if world > 1 and world == local and "--num-gpus" not in args:
         args += ["--num-gpus", str(world)]
     return args
-
-
-def find_label_map(data_path: str | Path) -> Path | None:
-    path = Path(data_path)
-    for folder in (path.parent, path):
-        if (folder / LABEL_MAP_NAME).is_file():
-            return folder / LABEL_MAP_NAME
-    return None
 
 
 def example_entry(data_path: str | Path, *, split: str = "train") -> dict[str, Any] | None:
@@ -106,19 +104,17 @@ def card_facts(
         except ValueError:
             raw_config = None
     video = any(getattr(s, "video", None) for s in samples)
-    label_map = find_label_map(config.data_path)
     answer: dict[str, Any] = {}
-    if label_map is not None:
-        data = json.loads(label_map.read_text(encoding="utf-8"))
+    try:
+        label_map = read_label_map(label_map_path(config.data_path))
         answer = {
-            "template": data.get("answer_template") or "{label}",
-            "labels": len(data.get("labels") or []),
-            "label_map": str(label_map),
+            "template": label_map.answer_template or "{label}",
+            "labels": len(label_map.labels),
+            "label_map": str(label_map.path),
         }
-    elif samples:
-        content = samples[0].messages[-1].get("content")
-        text = content if isinstance(content, str) else (content or [{}])[0].get("text")
-        answer = {"example": text}
+    except SchemaError:  # no label map beside the data: free-text answers
+        if samples:
+            answer = {"example": samples[0].answer}
     if cuda:
         import torch
 
@@ -152,12 +148,6 @@ def copy_label_map(summary: dict[str, Any], output_dir: str | Path) -> None:
         shutil.copy2(source, Path(output_dir) / LABEL_MAP_NAME)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -171,7 +161,7 @@ def write_card(folder: str | Path, *, summary: dict[str, Any] | None = None) -> 
     card = render_model_card(
         summary, eval_report=read_json(folder / EVAL_REPORT_NAME), location=str(folder)
     )
-    _atomic_write(folder / CARD_NAME, card)
+    atomic_write_text(folder / CARD_NAME, card)
     return folder / CARD_NAME
 
 
@@ -184,5 +174,5 @@ def record_evaluation(folder: str | Path, report: dict[str, Any]) -> Path | None
     folder = Path(folder)
     if not (folder / SUMMARY_NAME).is_file():
         return None
-    _atomic_write(folder / EVAL_REPORT_NAME, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_json(folder / EVAL_REPORT_NAME, json.loads(json.dumps(report, default=str)))
     return write_card(folder)

@@ -16,18 +16,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.model_card import looks_like_hub_id, render_model_card
-from trainer.evaluate import EvalError, is_adapter_dir
+from kinetics_prep.fileio import atomic_write_json, atomic_write_text, replace_path
+from kinetics_prep.model_card import EVAL_REPORT_NAME, looks_like_hub_id, render_model_card
+from kinetics_prep.schema import TRAINING_SUMMARY_NAME
+from trainer.errors import MergeError
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
+
+def read_eval_report(path: str | Path) -> dict[str, Any]:
+    """A `kprep eval --output` report, checked."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MergeError(
+            f"--eval-report {path} cannot be read ({exc}): pass kprep eval's --output JSON"
+        ) from None
+    if not isinstance(report, dict) or "runs" not in report:
+        raise MergeError(f"--eval-report {path} is not a kprep eval report (no 'runs')")
+    return report
 
 
 def merge(
@@ -38,51 +50,31 @@ def merge(
     eval_report: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write merged safetensors + processor + README.md into ``output``; returns it."""
-    import torch
-    from transformers import Gemma4ForConditionalGeneration
+    """Write merged safetensors + processor + README.md into ``output``; returns it.
 
-    from trainer.model import load_processor
+    The folder is built as a hidden sibling and renamed into place, so a
+    killed merge leaves the old ``output`` (or none), never half a model.
+    """
+    from trainer.loading import check_trained_folder, load_finetuned, training_summary
 
     adapter = Path(adapter)
     output = Path(output)
     if not adapter.is_dir():
-        raise EvalError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
+        raise MergeError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise EvalError(
+        raise MergeError(
             f"--output {output} exists and is not empty: pass --overwrite or a new folder"
         )
-    summary: dict[str, Any] = {}
-    if (adapter / SUMMARY_NAME).is_file():
-        summary = json.loads((adapter / SUMMARY_NAME).read_text(encoding="utf-8"))
+    lora = check_trained_folder(adapter)
+    summary = training_summary(adapter)
     base = model_id or summary.get("model_id")
-    lora = is_adapter_dir(adapter)
     if lora and not base:
-        raise EvalError(f"{adapter} has no {SUMMARY_NAME} naming the base model: pass --model-id")
-    report = None
-    if eval_report is not None:
-        try:
-            report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EvalError(
-                f"--eval-report {eval_report} cannot be read ({exc}): pass kprep eval's --output JSON"
-            ) from exc
-        if "runs" not in report:
-            raise EvalError(f"--eval-report {eval_report} is not a kprep eval report (no 'runs')")
-
-    if lora:
-        from peft import PeftModel
-
-        model = Gemma4ForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    elif (adapter / "config.json").is_file():
-        model = Gemma4ForConditionalGeneration.from_pretrained(str(adapter), dtype=torch.float32)
-        base = base or str(adapter)
-    else:
-        raise EvalError(f"--adapter {adapter} holds neither adapter_config.json nor config.json")
-    processor = load_processor(
-        str(adapter) if (adapter / "processor_config.json").is_file() else base
-    )
+        raise MergeError(
+            f"{adapter} has no {TRAINING_SUMMARY_NAME} naming the base model: pass --model-id"
+        )
+    base = str(base or adapter)
+    report = read_eval_report(eval_report) if eval_report is not None else None
+    model, processor = load_finetuned(base, adapter, merge=True)
 
     tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -90,22 +82,18 @@ def merge(
         model.save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
         if summary:
-            shutil.copy2(adapter / SUMMARY_NAME, tmp / SUMMARY_NAME)
+            shutil.copy2(adapter / TRAINING_SUMMARY_NAME, tmp / TRAINING_SUMMARY_NAME)
         if report is not None:
-            (tmp / "eval_report.json").write_text(
-                json.dumps(report, indent=2) + "\n", encoding="utf-8"
-            )
+            atomic_write_json(tmp / EVAL_REPORT_NAME, report)
         card = render_model_card(
-            summary or {"model_id": str(base), "adapter": lora},
+            summary or {"model_id": base, "adapter": lora},
             eval_report=report,
             location=str(output),
             base_model_id=model_id if looks_like_hub_id(model_id) else None,
             merged=lora,
         )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        atomic_write_text(tmp / "README.md", card)
+        replace_path(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
