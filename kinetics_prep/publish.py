@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -337,8 +338,13 @@ def push(
     _check_repo_id(repo_id)
     kind = folder_kind(path)
     source = Path(path)
-    # A sibling of the source (same filesystem: model weights are hard-linked, not copied).
+    # A sibling of the source (same filesystem: model weights are hard-linked, not
+    # copied), or a temporary folder when the source's parent is read-only.
     tmp = source.parent / f".kprep-push-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+    except OSError:
+        tmp = Path(tempfile.mkdtemp(prefix="kprep-push-"))
     try:
         staged = _stage(
             kind,
