@@ -9,9 +9,10 @@ out as ``Dataset.push_to_hub`` lays out a repository::
 ``kprep push --dry-run DIR`` stops there; a real push stages into a temporary
 folder and uploads that same folder with ``HfApi.upload_folder`` (deleting
 stale shards of an earlier push in the same commit), so what a dry run shows
-is what a push sends. This is the only module that talks to the network. The
-token goes to ``HfApi`` and nowhere else: it is never logged, and error
-messages are scrubbed of it.
+is what a push sends (:mod:`kinetics_prep.publish` does the upload, for
+datasets and models alike: private by default, never replacing a repo kprep
+did not make). The token goes to ``HfApi`` and nowhere else: it is never
+logged, and error messages are scrubbed of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,8 +48,20 @@ VIDEO_TERMS_NOTE = (
 class PushOptions:
     """The options of ``kprep push`` (its flags are generated from these fields)."""
 
-    private: bool = field(
-        default=False, metadata={"help": "Create the repo private.", "flags": ("--private",)}
+    public: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Visibility of the repo.",
+            "default_help": "a new repo is private; an existing one keeps its own",
+            "flags": ("--public/--private",),
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace files in an existing repo that kprep did not create.",
+            "flags": ("--overwrite",),
+        },
     )
     token: str | None = field(
         default=None,
@@ -62,9 +74,15 @@ class PushOptions:
     dry_run: Path | None = field(
         default=None,
         metadata={
-            "help": "Write the parquet shards + README.md here instead of uploading.",
+            "help": "Write exactly what would be uploaded here instead of uploading.",
             "default_help": "upload",
         },
+    )
+    base_model_id: str | None = field(
+        default=None, metadata={"help": "Model: Hub id of the base model, for the card."}
+    )
+    dataset_id: str | None = field(
+        default=None, metadata={"help": "Model: Hub id of the training dataset, for the card."}
     )
 
 
@@ -76,14 +94,6 @@ class StagedUpload:
     files: list[Path] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
-
-
-@dataclass
-class PushResult:
-    repo_id: str
-    url: str
-    commit_url: str | None
-    staged: StagedUpload
 
 
 def size_category(num_rows: int) -> str:
@@ -354,45 +364,4 @@ def stage_upload(
 def _check_repo_id(repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
-        raise HubError(f"REPO_ID ({repo_id!r}) must look like 'user-or-org/dataset-name'")
-
-
-def push_dataset(
-    dataset_dir: str | Path,
-    repo_id: str,
-    *,
-    private: bool = False,
-    token: str | None = None,
-    max_shard_bytes: int = MAX_SHARD_BYTES,
-) -> PushResult:
-    """Stage the upload in a temporary folder and send it as one commit to a dataset repo.
-
-    ``token=None`` uses the login saved by ``hf auth login`` / ``HF_TOKEN``.
-    """
-    from huggingface_hub import HfApi
-
-    _check_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="kprep-push-") as tmp:
-        staged = stage_upload(dataset_dir, tmp, repo_id=repo_id, max_shard_bytes=max_shard_bytes)
-        try:
-            api = HfApi(token=token, library_name="kprep")
-            repo = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                repo_type="dataset",
-                folder_path=tmp,
-                commit_message=f"kprep push: {', '.join(f'{k} {v}' for k, v in staged.splits.items())}",
-                delete_patterns=["data/*.parquet"],
-            )
-        except Exception as error:  # huggingface_hub raises HTTP, auth and value errors
-            message = scrub(f"{type(error).__name__}: {error}", token).splitlines()[0]
-            raise HubError(
-                f"push to {repo_id!r} failed ({message}); check the repo id and that your token "
-                "has write access (hf auth login, or --token)"
-            ) from None
-    return PushResult(
-        repo_id=repo_id,
-        url=str(repo),
-        commit_url=getattr(commit, "commit_url", None),
-        staged=staged,
-    )
+        raise HubError(f"REPO_ID ({repo_id!r}) must look like 'user-or-org/repo-name'")

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("manifest_data")
+pytest.register_assert_rewrite("manifest_data", "fake_hub")
+from fake_hub import listing  # noqa: E402
 from manifest_data import OK_CLIPS, counters, invoke  # noqa: E402
 
 from kinetics_prep.hub import size_category  # noqa: E402
 
-pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
+pytest_plugins = ["manifest_data", "fake_hub"]  # fixtures: fresh_root, fake_hub
 
 TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
 
@@ -74,6 +74,8 @@ def test_dry_run_writes_parquet_and_card_that_load(arrow, tmp_path):
     assert "| abseiling |" in text and "| tai chi |" in text  # counts per class
     assert "extract failed" in text  # failures by reason, from the build report
     assert "Terms of Service" in text and "@article{kay2017kinetics" in text
+    assert "CC BY 4.0" in text and "uploaders' rights" in text  # the licence split
+    assert "kprep" in data["tags"]  # the marker a later push recognises
     assert f"samples built: {OK_CLIPS}" in text
 
 
@@ -85,70 +87,106 @@ def test_dry_run_refuses_a_non_empty_folder_and_bad_repo_ids(arrow, tmp_path):
     assert result.exit_code == 2 and "not empty" in result.output
     assert (out / "keep.txt").read_text() == "mine"
     result = invoke("push", arrow, "no-namespace", "--dry-run", tmp_path / "n", ok=False)
-    assert result.exit_code == 2 and "user-or-org/dataset-name" in result.output
+    assert result.exit_code == 2 and "user-or-org/repo-name" in result.output
     result = invoke("push", tmp_path, "me/x", "--dry-run", tmp_path / "m", ok=False)
-    assert result.exit_code == 2 and "not a saved Arrow dataset" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "neither a saved Arrow dataset" in " ".join(
+        result.output.split()
+    )
 
 
-class FakeHfApi:
-    """Records what kprep asks of huggingface_hub; keeps a copy of the uploaded folder."""
-
-    calls: list[tuple[str, dict]] = []
-    uploaded: Path | None = None
-    fail_with: Exception | None = None
-
-    def __init__(self, **kwargs):
-        FakeHfApi.calls.append(("init", kwargs))
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/datasets/{repo_id}"
-
-    def upload_folder(self, **kwargs):
-        FakeHfApi.calls.append(("upload_folder", kwargs))
-        if FakeHfApi.fail_with is not None:
-            raise FakeHfApi.fail_with
-        shutil.copytree(kwargs["folder_path"], FakeHfApi.uploaded)
-        return type("Commit", (), {"commit_url": "https://huggingface.co/c/1"})()
-
-
-@pytest.fixture
-def fake_hub(monkeypatch, tmp_path):
-    import huggingface_hub
-
-    FakeHfApi.calls = []
-    FakeHfApi.uploaded = tmp_path / "uploaded"
-    FakeHfApi.fail_with = None
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    return FakeHfApi
-
-
-def test_push_uploads_what_the_dry_run_shows_and_never_shows_the_token(
+def test_push_to_a_new_repo_makes_it_private_and_uploads_what_the_dry_run_shows(
     arrow, tmp_path, fake_hub, caplog
 ):
     caplog.set_level(logging.DEBUG)
-    result = invoke("push", arrow, "me/kinetics-mini", "--private", "--token", TOKEN)
+    result = invoke("push", arrow, "me/kinetics-mini", "--token", TOKEN)
     assert "pushed train" in result.output and "me/kinetics-mini" in result.output
-    kinds = [name for name, _ in fake_hub.calls]
-    assert kinds == ["init", "create_repo", "upload_folder"]
-    init, create, upload = (kwargs for _, kwargs in fake_hub.calls)
-    assert init["token"] == TOKEN
-    assert create == {
-        "repo_id": "me/kinetics-mini", "repo_type": "dataset", "private": True, "exist_ok": True
+    assert "(private)" in result.output  # read back from the Hub after the push
+    assert fake_hub.kinds() == ["init", "repo_info", "create_repo", "upload_folder", "repo_info"]
+    assert fake_hub.call("init") == {"token": TOKEN, "library_name": "kprep"}
+    assert fake_hub.call("create_repo") == {
+        "repo_id": "me/kinetics-mini", "repo_type": "dataset", "private": True, "exist_ok": False
     }  # fmt: skip
-    assert upload["repo_type"] == "dataset" and upload["delete_patterns"] == ["data/*.parquet"]
+    upload = fake_hub.call("upload_folder")
+    assert upload["repo_type"] == "dataset" and upload["repo_id"] == "me/kinetics-mini"
+    assert upload["delete_patterns"] is None  # a new repo: nothing to delete
     dry = tmp_path / "dry"
     invoke("push", arrow, "me/kinetics-mini", "--dry-run", dry)
-
-    def listing(folder: Path) -> list[str]:
-        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
     assert listing(fake_hub.uploaded) == listing(dry)
     assert (fake_hub.uploaded / "README.md").read_text() == (dry / "README.md").read_text()
     assert not Path(upload["folder_path"]).exists()  # the staging folder is cleaned up
+    assert not [p for p in arrow.parent.iterdir() if p.name.startswith(".kprep-push-")]
     assert TOKEN not in result.output
     assert TOKEN not in caplog.text
     assert TOKEN not in (fake_hub.uploaded / "README.md").read_text()
+
+
+def test_public_is_an_explicit_choice(arrow, fake_hub):
+    result = invoke("push", arrow, "me/kinetics-mini", "--public")
+    assert fake_hub.call("create_repo")["private"] is False
+    assert "(public)" in result.output
+
+
+@pytest.mark.parametrize(
+    "flags, private_after, settings",
+    [([], False, None), (["--private"], True, True), (["--public"], False, None)],
+)
+def test_existing_kprep_repo_is_replaced_and_gets_the_visibility_asked_for(
+    arrow, fake_hub, flags, private_after, settings
+):
+    fake_hub.add_repo(
+        "dataset", "me/k", private=False, tags=["kinetics", "kprep"],
+        files=[".gitattributes", "README.md", "data/train-00000-of-00003.parquet"],
+    )  # fmt: skip
+    result = invoke("push", arrow, "me/k", *flags)
+    assert "create_repo" not in fake_hub.kinds()
+    if settings is None:
+        assert "update_repo_settings" not in fake_hub.kinds()  # kept as it was
+    else:
+        assert fake_hub.call("update_repo_settings") == {
+            "repo_id": "me/k", "repo_type": "dataset", "private": settings
+        }  # fmt: skip
+    # its own stale shards (another shard count) go in the same commit; nothing else does
+    assert fake_hub.call("upload_folder")["delete_patterns"] == ["data/*-?????-of-?????.parquet"]
+    assert f"({'private' if private_after else 'public'})" in result.output
+
+
+def test_a_repo_kprep_did_not_create_is_refused_without_overwrite(arrow, fake_hub):
+    fake_hub.add_repo(
+        "dataset", "them/data", private=False, tags=["images"],
+        files=[".gitattributes", "README.md", "data/train.parquet"],
+    )  # fmt: skip
+    result = invoke("push", arrow, "them/data", "--private", ok=False)
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "kprep did not write" in message and "--overwrite" in message
+    assert fake_hub.kinds() == ["init", "repo_info"]  # nothing created, changed or uploaded
+
+    fake_hub.calls.clear()
+    result = invoke("push", arrow, "them/data", "--overwrite")
+    assert fake_hub.kinds() == ["init", "repo_info", "upload_folder", "repo_info"]
+    assert fake_hub.call("upload_folder")["delete_patterns"] == ["data/*-?????-of-?????.parquet"]
+    assert "(public)" in result.output  # its visibility is reported, not changed
+
+
+def test_an_empty_existing_repo_is_used_without_deleting_anything(arrow, fake_hub):
+    fake_hub.add_repo("dataset", "me/new", private=True, tags=None, files=[".gitattributes"])
+    invoke("push", arrow, "me/new")
+    assert fake_hub.kinds() == ["init", "repo_info", "upload_folder", "repo_info"]
+    assert fake_hub.call("upload_folder")["delete_patterns"] is None
+
+
+@pytest.mark.parametrize(
+    "name, deleted",
+    [("data/train-00000-of-00003.parquet", True), ("data/validation-00002-of-00010.parquet", True),
+     ("data/mine.parquet", False), ("README.md", False), ("data/train.parquet", False)],
+)  # fmt: skip
+def test_delete_patterns_match_only_the_shards_kprep_writes(name, deleted):
+    from huggingface_hub.utils import filter_repo_objects
+
+    from kinetics_prep.publish import DELETE_PATTERNS
+
+    kept = list(filter_repo_objects([name], allow_patterns=DELETE_PATTERNS["dataset"]))
+    assert (kept == [name]) is deleted
 
 
 def test_token_from_env_and_failures_are_scrubbed(arrow, fake_hub, monkeypatch, caplog):
@@ -157,7 +195,7 @@ def test_token_from_env_and_failures_are_scrubbed(arrow, fake_hub, monkeypatch, 
     fake_hub.fail_with = PermissionError(f"401 Unauthorized for token {TOKEN}\nmore lines")
     result = invoke("push", arrow, "me/kinetics-mini", ok=False)
     assert result.exit_code == 2
-    assert fake_hub.calls[0][1]["token"] == TOKEN  # taken from HF_TOKEN
+    assert fake_hub.call("init")["token"] == TOKEN  # taken from HF_TOKEN
     assert "push to 'me/kinetics-mini' failed" in result.output
     assert "401 Unauthorized for token ***" in result.output
     assert "hf auth login" in result.output

@@ -284,6 +284,9 @@ def test_video_entries_train_through_the_cli(make_counter_clip, tmp_path):
         e["loss"] > 0 for e in summary["log_history"] if "loss" in e
     )
     assert (out / "adapter_model.safetensors").is_file()
+    card = (out / "README.md").read_text()
+    assert "- video\n" in card.split("---")[1] and "image-sequence" not in card.split("---")[1]
+    assert "raw video clips, 4 frames decoded per clip (center sampling)" in card
 
 
 def test_arrow_dataset_split_trains(tmp_path):
@@ -339,6 +342,14 @@ def test_arrow_dataset_split_trains(tmp_path):
         _config(arrow, tmp_path / "out", max_steps=2, optim="adamw_torch", split="train")
     )
     assert summary["data"]["samples"] == 4 and summary["global_step"] == 2
+    # the card's example is the first train row as stored (images: their embedded size)
+    assert summary["example"]["id"] == "r0" and summary["example"]["messages"] == row(0, "")[
+        "messages"
+    ][:1] + [
+        {"role": "assistant", "content": [{"type": "text", "text": "The video shows tai chi."}]}
+    ]
+    assert all(i["bytes"].endswith(" bytes") for i in summary["example"]["images"])
+    assert '"id": "r0"' in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_full_fine_tune_and_vision_projector_learning_rates(manifest, tmp_path):
@@ -402,6 +413,11 @@ def test_deepspeed_zero2_on_cpu(manifest, tmp_path):
     out = tmp_path / "ds"
     summary = train(_config(manifest, out, max_steps=2, deepspeed="zero2", save_steps=10))
     assert summary["effective"]["deepspeed_zero_stage"] == 2
+    card = (out / "README.md").read_text()
+    assert "| DeepSpeed | ZeRO stage 2 |" in card
+    shown = card.split("DeepSpeed configuration:\n\n```json\n")[1].split("```")[0]
+    assert json.loads(shown) == summary["deepspeed_config"]
+    assert summary["deepspeed_config"]["zero_optimization"]["stage"] == 2
     assert summary["global_step"] == 2
     assert Path(out / "adapter_model.safetensors").is_file()
     # A later run in the same process does not inherit DeepSpeed's state.

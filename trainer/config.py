@@ -69,6 +69,14 @@ class TrainConfig:
         None,
         "Root that image/video paths in the manifest are relative to (default: the manifest's folder).",
     )
+    base_model_id: str | None = _f(
+        None,
+        "Hub id of the base model, for the model card, when --model-id is a local copy "
+        "(default: from the copy's config.json or Hub cache path).",
+    )
+    dataset_id: str | None = _f(
+        None, "Hub id of the training dataset (e.g. after `kprep push`), for the model card."
+    )
     split: str = _f("train", "Split to train on when --data-path is an Arrow DatasetDict.")
     max_samples: int | None = _f(None, "Use only the first N samples (quick runs, tests).")
     output_dir: str = _f(

@@ -310,6 +310,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     from transformers import set_seed
 
     from trainer import auto_batch, vision_cache
+    from trainer.card import card_facts, copy_label_map, write_card
     from trainer.collator import VisionChatCollator, mean_token_loss
     from trainer.data import data_fingerprint
     from trainer.hf_trainer import KprepTrainer, LogLastStep
@@ -387,9 +388,12 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         resumed_from=resume_from,
         started=started,
     )
+    summary.update(card_facts(config, samples=samples, model=model, deepspeed=deepspeed, cuda=cuda))
     atomic_write_text(
         output_dir / TRAINING_SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n"
     )
+    copy_label_map(summary, output_dir)
+    write_card(output_dir, summary=summary)  # replaces PEFT's placeholder README.md
     logger.info(
         "done: %d steps, final loss %s, %.3f samples/s -> %s",
         summary["global_step"],

@@ -97,12 +97,17 @@ _VALIDATE_FLAGS = [
 ]
 _PUSH_ARGS = [
     _DATASET.replace(
-        default=typer.Argument(..., help="The *_arrow folder written by build-manifest.")
+        name="path",
+        default=typer.Argument(
+            ...,
+            help="The *_arrow folder of build-manifest, or the --output-dir of `kprep train` "
+            "(or of `kprep merge`).",
+        ),
     ),
     inspect.Parameter(
         "repo_id",
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
+        default=typer.Argument(..., help="Hub repo, e.g. me/kinetics-3k or me/gemma4-lora."),
         annotation=str,
     ),
 ]
@@ -144,25 +149,42 @@ def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) ->
         raise typer.Exit(1)
 
 
-def push(values: dict[str, Any], dataset: Path, repo_id: str) -> None:
-    """Upload the Arrow dataset (images embedded) with a generated dataset card."""
-    from kinetics_prep.hub import PushOptions, push_dataset, stage_upload
+def push(values: dict[str, Any], path: Path, repo_id: str) -> None:
+    """Publish an Arrow dataset (parquet + dataset card) or a trained model (final files + card)."""
+    from kinetics_prep.hub import PushOptions
+    from kinetics_prep.publish import dry_run as stage
+    from kinetics_prep.publish import push as publish
 
     options = PushOptions(**values)
-    dry_run = options.dry_run
-    if dry_run is not None:
-        staged = stage_upload(dataset, dry_run, repo_id=repo_id)
+    ids = {"base_model_id": options.base_model_id, "dataset_id": options.dataset_id}
+    if options.dry_run is not None:
+        kind, staged = stage(path, options.dry_run, repo_id=repo_id, **ids)
     else:
-        result = push_dataset(dataset, repo_id, private=options.private, token=options.token)
-        staged = result.staged
-    splits = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
+        result = publish(
+            path,
+            repo_id,
+            public=options.public,
+            overwrite=options.overwrite,
+            token=options.token,
+            **ids,
+        )
+        kind, staged = result.kind, result.staged
+    if kind == "dataset":
+        what = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
+    else:
+        what = "model: " + ", ".join(p.name for p in staged.files)
     size = f"{staged.bytes / 1e6:.1f} MB"
-    if dry_run is not None:
-        console.print(f"dry run: {len(staged.files)} files ({splits}; {size}) in {dry_run}")
-        for path in staged.files:
-            console.print(f"  {path}", highlight=False)
-    else:
-        console.print(f"pushed {splits} ({size}) to {result.url}", highlight=False)
+    if options.dry_run is not None:
+        console.print(f"dry run: {len(staged.files)} files ({what}; {size}) in {options.dry_run}")
+        for file in staged.files:
+            console.print(f"  {file}", highlight=False)
+        return
+    visibility = {True: "private", False: "public", None: "visibility unknown"}[result.private]
+    console.print(f"pushed {what} ({size}) to {result.url} ({visibility})", highlight=False)
+    if result.created:
+        console.print(f"created the {kind} repo {repo_id}", highlight=False)
+    if result.visibility_changed:
+        console.print(f"set {repo_id} to {visibility}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -160,6 +160,12 @@ def eval_command(
         with _progress() as bar:
             report = evaluate(cfg, progress=_progress_callback(bar))
     console.print(markdown_table(report), highlight=False, soft_wrap=True)
+    if adapter is not None:
+        from trainer.card import record_evaluation
+
+        card = record_evaluation(adapter, report)
+        if card is not None:
+            console.print(f"model card updated with these results -> {card}", highlight=False)
     if output:
         console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
 
