@@ -72,6 +72,8 @@ class ExtractConfig:
     retry_failed: bool = False  # also redo clips whose last record is failed/timeout/crashed
     timeout: float = 120.0  # seconds per clip before its worker is killed
     annotations: Path | None = None  # Kinetics CSV/JSON whose rows are merged into records
+    engine: str = "local"  # local (a process pool here) | ray (kinetics_prep.ray_engine)
+    ray_address: str | None = None  # --engine ray: cluster to join (None: running one, else local)
 
     def __post_init__(self) -> None:
         self.clips = Path(self.clips)
@@ -108,6 +110,8 @@ class ExtractConfig:
             problems.append(f"--timeout ({self.timeout:g}) must be > 0 seconds")
         if self.annotations is not None and not self.annotations.is_file():
             problems.append(f"--annotations ({str(self.annotations)!r}) is not a file")
+        if self.engine not in ("local", "ray"):
+            problems.append(f"--engine ({self.engine!r}) must be local or ray")
         if problems:
             raise ExtractConfigError("; ".join(problems))
 
@@ -410,7 +414,10 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        log_path = Path(settings["output_dir"]) / "extract_workers.log"
+        import socket
+
+        log_name = settings.get("worker_log", "extract_workers.log")
+        log_path = Path(settings["output_dir"]) / log_name.format(host=socket.gethostname())
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from kinetics_prep.extract import _worker_entry; "
@@ -665,7 +672,11 @@ def extract_clips(
 
         if on_start is not None:
             on_start(len(todo))
-        if todo:
+        if todo and config.engine == "ray":
+            from kinetics_prep.ray_engine import run_extract
+
+            run_extract(todo, config, emit)
+        elif todo:
             _run_pool(todo, config, emit)
     summary.seconds = time.monotonic() - started
     return summary

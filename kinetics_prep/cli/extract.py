@@ -54,6 +54,12 @@ def extract(
     annotations: Path | None = typer.Option(
         None, "--annotations", help="Kinetics CSV/JSON: labels, times, split."
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (processes here) | ray (a Ray cluster; kprep[ray])."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join [default: the running one, else local]."
+    ),
 ) -> None:
     """Sample N frames from every clip: crash-proof, resumable, shardable."""
     from rich.progress import (
@@ -82,6 +88,8 @@ def extract(
             retry_failed=retry_failed,
             timeout=timeout,
             annotations=annotations,
+            engine=engine,
+            ray_address=ray_address,
             **({"workers": workers} if workers is not None else {}),
         )
     except ExtractConfigError as error:
@@ -109,8 +117,9 @@ def extract(
         fail(str(error))
     except Exception as error:  # annotation file problems and the like: one line, exit 2
         from kinetics_prep.annotations import AnnotationError
+        from kinetics_prep.ray_engine import RayEngineError
 
-        if isinstance(error, AnnotationError | OSError):
+        if isinstance(error, AnnotationError | OSError | RayEngineError):
             fail(f"{error}")
         raise
 
