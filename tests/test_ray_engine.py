@@ -102,9 +102,7 @@ def test_segfault_and_hang_in_a_ray_worker_then_resume_on_the_local_engine(
 ):
     out = tmp_path / "out"
     monkeypatch.setenv(FAULT_ENV, "crash:c02,hang:c04")
-    output = extract(
-        "--clips", six_clips, "--output-dir", out, "--engine", "ray", "--timeout", "4"
-    )
+    output = extract("--clips", six_clips, "--output-dir", out, "--engine", "ray", "--timeout", "4")
     records = lines(out)
     assert sorted(r["clip_id"] for r in records) == CLIPS
     by_id = {r["clip_id"]: r for r in records}
