@@ -585,6 +585,11 @@ def youtube_options(
         options["proxy"] = config.proxy
     if config.rate_limit:
         options["ratelimit"] = parse_rate(config.rate_limit)
+    from kinetics_prep.youtube_tools import js_runtime_options
+
+    runtimes = js_runtime_options()  # the deno binary of kprep's install, off PATH or not
+    if runtimes:
+        options["js_runtimes"] = runtimes
     return options
 
 

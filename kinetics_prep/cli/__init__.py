@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 @app.command()
 def version() -> None:
     """Print the kprep version."""
@@ -26,6 +27,7 @@ def version() -> None:
 
 
 # Registration order is the order of `kprep --help`.
+from kinetics_prep.cli import doctor as _doctor  # noqa: E402,F401
 from kinetics_prep.cli import download as _download  # noqa: E402,F401
 from kinetics_prep.cli import extract as _extract  # noqa: E402,F401
 from kinetics_prep.cli import manifest as _manifest  # noqa: E402,F401
