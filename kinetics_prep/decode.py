@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kinetics_prep.sampling import METHODS, sample_indices
+from kinetics_prep.sampling import SAMPLING_METHODS, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def read_frames(
     """
     if decoder not in DECODER_CHOICES:
         raise ValueError(f"decoder ({decoder!r}) must be one of {', '.join(DECODER_CHOICES)}")
-    if sampling not in METHODS:
-        raise ValueError(f"sampling ({sampling!r}) must be one of {', '.join(METHODS)}")
+    if sampling not in SAMPLING_METHODS:
+        raise ValueError(f"sampling ({sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}")
     if num_frames < 1:
         raise ValueError(f"num_frames ({num_frames}) must be >= 1")
     path = Path(path)

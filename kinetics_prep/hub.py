@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kinetics_prep.errors import HubError
+
 if TYPE_CHECKING:
     import datasets
 
@@ -40,10 +42,6 @@ VIDEO_TERMS_NOTE = (
     "Terms of Service and their uploaders' rights; they are not covered by that license. "
     "Use them for research, and remove clips whose videos were taken down on request."
 )
-
-
-class HubError(RuntimeError):
-    """The dataset cannot be staged or uploaded; the message says what to do."""
 
 
 @dataclass

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.errors import KprepError
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
@@ -41,7 +43,7 @@ WINDOW_PER_CPU = 2  # in-flight tasks per cluster CPU: one running, one queued b
 _RESIZE_EVERY = 2.0  # seconds between reads of the cluster's CPU count
 
 
-class RayEngineError(RuntimeError):
+class RayEngineError(KprepError, RuntimeError):
     """Ray cannot run this job (not installed, no cluster, folder not shared)."""
 
 

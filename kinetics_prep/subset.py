@@ -33,10 +33,7 @@ from kinetics_prep.annotations import (
     read_annotations,
     write_annotations_csv,
 )
-
-
-class SubsetError(ValueError):
-    """Options that cannot select anything; the message names flag and value."""
+from kinetics_prep.errors import SubsetError
 
 
 @dataclass

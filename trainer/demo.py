@@ -57,6 +57,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.fileio import atomic_write_json
+from trainer.errors import DemoError
+
 logger = logging.getLogger(__name__)
 
 DEMO_STEM = "kinetic_demo"
@@ -64,10 +67,6 @@ REPORT_NAME = "demo_report.json"
 TARGETS = {"top1": 0.80, "top1_reversed": 0.20, "top1_shuffled": 0.50}
 
 Stage = Callable[[str, str], None]  # (stage, message)
-
-
-class DemoError(RuntimeError):
-    """A demo stage failed; the message names the stage and what to do."""
 
 
 @dataclass
@@ -150,7 +149,7 @@ def build_demo_model(output_dir: str | Path, *, seed: int = 1234) -> Path:
     config_path = output_dir / "processor_config.json"
     processor_config = json.loads(config_path.read_text(encoding="utf-8"))
     processor_config["image_processor"]["do_resize"] = False
-    config_path.write_text(json.dumps(processor_config, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(config_path, processor_config)
     build = output_dir / "tiny_build.json"
     info = json.loads(build.read_text(encoding="utf-8"))
     info.update(
@@ -158,7 +157,7 @@ def build_demo_model(output_dir: str | Path, *, seed: int = 1234) -> Path:
         image_processor_do_resize=False,
         built_by="trainer.demo.build_demo_model",
     )
-    build.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(build, info)
     return output_dir
 
 
@@ -169,146 +168,158 @@ def _result(report: dict[str, Any], order: str, method: str) -> float | None:
     return None
 
 
-def run_demo(
+class _Stages:
+    """The demo's stages, one method each; timings go to ``seconds``, news to ``on_stage``."""
+
+    def __init__(self, config: DemoConfig, on_stage: Stage | None) -> None:
+        self.config = config
+        self.on_stage = on_stage
+        self.out = Path(config.output_dir)
+        self.data = self.out / "data"
+        self.model_dir = self.out / "model"
+        self.run_dir = self.out / "run"
+        self.seconds: dict[str, float] = {}
+        self._t = time.time()
+
+    def _done(self, name: str, message: str) -> None:
+        self.seconds[name] = time.time() - self._t
+        self._t = time.time()
+        message = f"{message} ({self.seconds[name]:.1f} s)"
+        logger.info("[%s] %s", name, message)
+        if self.on_stage is not None:
+            self.on_stage(name, message)
+
+    def clips(self) -> None:
+        from kinetics_prep.demo_clips import write_demo_clips
+
+        clips = write_demo_clips(
+            self.out / "clips",
+            clips_per_class=self.config.clips_per_class,
+            num_frames=self.config.clip_frames,
+            size=self.config.clip_size,
+            seed=self.config.seed,
+        )
+        self._done("clips", f"{len(clips)} clips in {self.out / 'clips'}")
+
+    def extract(self) -> None:
+        from kinetics_prep.extract import ExtractConfig, extract_clips
+
+        extracted = extract_clips(
+            ExtractConfig(
+                clips=self.out / "clips",
+                output_dir=self.data,
+                num_frames=4,
+                sampling="center",
+                short_side=self.config.frame_size,
+                workers=self.config.workers,
+            )
+        )
+        failed = sum(extracted.failed.values())
+        if extracted.ok + extracted.skipped_ok == 0:
+            raise DemoError(f"extract: no clip was extracted ({failed} failed): see {self.data}")
+        self._done(
+            "extract",
+            f"{extracted.ok} clips extracted, {extracted.skipped_ok} already done, {failed} failed",
+        )
+
+    def manifest(self):
+        """Build the manifest and its split; returns the build result."""
+        from kinetics_prep.manifest import ManifestConfig, build_manifest
+
+        built = build_manifest(
+            ManifestConfig(
+                frames_dir=self.data,
+                output=self.manifest_path,
+                val_fraction=self.config.val_fraction,
+                seed=self.config.seed,
+                answer_template=self.config.answer_template,
+            )
+        )
+        self._done("manifest", f"{built.splits} samples, labels {built.labels}")
+        return built
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data / f"{DEMO_STEM}.json"
+
+    def split_path(self, split: str) -> Path:
+        from kinetics_prep.schema import split_path
+
+        return split_path(self.manifest_path, split)
+
+    def model(self) -> None:
+        shutil.rmtree(self.model_dir, ignore_errors=True)
+        build_demo_model(self.model_dir)
+        self._done("model", f"tiny Gemma 4 in {self.model_dir}")
+
+    def train(self) -> dict[str, Any]:
+        from trainer.config import TrainConfig
+        from trainer.train import train
+
+        config = self.config
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        summary = train(
+            TrainConfig(
+                model_id=str(self.model_dir),
+                data_path=str(self.split_path("train")),
+                output_dir=str(self.run_dir),
+                max_steps=config.max_steps,
+                per_device_train_batch_size=config.batch_size,
+                gradient_accumulation_steps=1,
+                learning_rate=config.learning_rate,
+                embedding_lr=config.embedding_lr,
+                projector_lr=config.projector_lr,
+                use_lora=False,
+                optim="adamw_torch",
+                lr_scheduler_type=config.lr_scheduler,
+                warmup_ratio=config.warmup_ratio,
+                bf16=False,
+                gradient_checkpointing=False,
+                save_steps=config.max_steps + 1,
+                save_total_limit=1,
+                logging_steps=max(config.max_steps // 10, 1),
+                seed=config.seed,
+                torch_threads=config.torch_threads,
+            )
+        )
+        self._done(
+            "train", f"{summary.get('global_step')} steps, final loss {summary.get('final_loss')}"
+        )
+        return summary
+
+    def eval(self, progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+        from trainer.evaluate import EvalConfig, evaluate
+
+        report = evaluate(
+            EvalConfig(
+                model_id=str(self.model_dir),
+                data_path=str(self.split_path("validation")),
+                adapter=str(self.run_dir),
+                frame_orders=("normal", "shuffled", "reversed"),
+                method="both",
+                batch_size=4,
+                max_new_tokens=12,
+                top_k=2,
+                seed=self.config.seed,
+                max_samples=self.config.max_eval_samples,
+                output=str(self.out / "eval_report.json"),
+            ),
+            progress=progress,
+        )
+        self._done("eval", f"{report['num_samples']} held-out samples")
+        return report
+
+
+def demo_result(
     config: DemoConfig,
     *,
-    on_stage: Stage | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    report: dict[str, Any],
+    summary: dict[str, Any],
+    built,
+    stages: _Stages,
+    started: float,
 ) -> dict[str, Any]:
-    """Run every stage; write and return the demo report."""
-    import torch
-
-    from kinetics_prep.demo_clips import write_demo_clips
-    from kinetics_prep.extract import ExtractConfig, extract_clips
-    from kinetics_prep.manifest import ManifestConfig, build_manifest
-    from trainer.config import TrainConfig
-    from trainer.evaluate import EvalConfig, evaluate
-    from trainer.train import train
-
-    def stage(name: str, message: str) -> None:
-        logger.info("[%s] %s", name, message)
-        if on_stage is not None:
-            on_stage(name, message)
-
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    model_dir = out / "model"
-    run_dir = out / "run"
-    seconds: dict[str, float] = {}
-    started = time.time()
-
-    t = time.time()
-    clips = write_demo_clips(
-        out / "clips",
-        clips_per_class=config.clips_per_class,
-        num_frames=config.clip_frames,
-        size=config.clip_size,
-        seed=config.seed,
-    )
-    seconds["clips"] = time.time() - t
-    stage("clips", f"{len(clips)} clips in {out / 'clips'} ({seconds['clips']:.1f} s)")
-
-    t = time.time()
-    extracted = extract_clips(
-        ExtractConfig(
-            clips=out / "clips",
-            output_dir=data,
-            num_frames=4,
-            sampling="center",
-            short_side=config.frame_size,
-            workers=config.workers,
-        )
-    )
-    seconds["extract"] = time.time() - t
-    failed = sum(extracted.failed.values())
-    if extracted.ok + extracted.skipped_ok == 0:
-        raise DemoError(f"extract: no clip was extracted ({failed} failed): see {data}")
-    stage(
-        "extract",
-        f"{extracted.ok} clips extracted, {extracted.skipped_ok} already done, {failed} failed "
-        f"({seconds['extract']:.1f} s)",
-    )
-
-    t = time.time()
-    manifest = data / f"{DEMO_STEM}.json"
-    built = build_manifest(
-        ManifestConfig(
-            frames_dir=data,
-            output=manifest,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            answer_template=config.answer_template,
-        )
-    )
-    seconds["manifest"] = time.time() - t
-    train_json = manifest.with_name(f"{DEMO_STEM}.train.json")
-    val_json = manifest.with_name(f"{DEMO_STEM}.validation.json")
-    stage(
-        "manifest", f"{built.splits} samples, labels {built.labels} ({seconds['manifest']:.1f} s)"
-    )
-
-    t = time.time()
-    shutil.rmtree(model_dir, ignore_errors=True)
-    build_demo_model(model_dir)
-    seconds["model"] = time.time() - t
-    stage("model", f"tiny Gemma 4 in {model_dir} ({seconds['model']:.1f} s)")
-
-    t = time.time()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    summary = train(
-        TrainConfig(
-            model_id=str(model_dir),
-            data_path=str(train_json),
-            output_dir=str(run_dir),
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=1,
-            learning_rate=config.learning_rate,
-            embedding_lr=config.embedding_lr,
-            projector_lr=config.projector_lr,
-            use_lora=False,
-            optim="adamw_torch",
-            lr_scheduler_type=config.lr_scheduler,
-            warmup_ratio=config.warmup_ratio,
-            bf16=False,
-            gradient_checkpointing=False,
-            save_steps=config.max_steps + 1,
-            save_total_limit=1,
-            logging_steps=max(config.max_steps // 10, 1),
-            seed=config.seed,
-            torch_threads=config.torch_threads,
-        )
-    )
-    seconds["train"] = time.time() - t
-    stage(
-        "train",
-        f"{summary.get('global_step')} steps, final loss {summary.get('final_loss')} "
-        f"({seconds['train']:.1f} s)",
-    )
-
-    t = time.time()
-    report = evaluate(
-        EvalConfig(
-            model_id=str(model_dir),
-            data_path=str(val_json),
-            adapter=str(run_dir),
-            frame_orders=("normal", "shuffled", "reversed"),
-            method="both",
-            batch_size=4,
-            max_new_tokens=12,
-            top_k=2,
-            seed=config.seed,
-            max_samples=config.max_eval_samples,
-            output=str(out / "eval_report.json"),
-        ),
-        progress=progress,
-    )
-    seconds["eval"] = time.time() - t
-    stage("eval", f"{report['num_samples']} held-out samples ({seconds['eval']:.1f} s)")
-
+    """The demo report: the six accuracies, timings, and whether the targets are met."""
     result: dict[str, Any] = {
         "top1": _result(report, "normal", "generation"),
         "top1_shuffled": _result(report, "shuffled", "generation"),
@@ -316,9 +327,9 @@ def run_demo(
         "top1_ranking": _result(report, "normal", "ranking"),
         "top1_ranking_shuffled": _result(report, "shuffled", "ranking"),
         "top1_ranking_reversed": _result(report, "reversed", "ranking"),
-        "train_seconds": round(seconds["train"], 2),
+        "train_seconds": round(stages.seconds["train"], 2),
         "total_seconds": round(time.time() - started, 2),
-        "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "stage_seconds": {k: round(v, 2) for k, v in stages.seconds.items()},
         "train_steps": summary.get("global_step"),
         "train_samples_per_second": summary.get("train_samples_per_second"),
         "final_loss": summary.get("final_loss"),
@@ -327,9 +338,9 @@ def run_demo(
         "chance_top1": report["chance_top1"],
         "targets": TARGETS,
         "config": asdict(config),
-        "eval_report": str(out / "eval_report.json"),
-        "model_dir": str(model_dir),
-        "run_dir": str(run_dir),
+        "eval_report": str(stages.out / "eval_report.json"),
+        "model_dir": str(stages.model_dir),
+        "run_dir": str(stages.run_dir),
     }
     result["targets_met"] = bool(
         result["top1"] is not None
@@ -337,8 +348,32 @@ def run_demo(
         and result["top1_reversed"] <= TARGETS["top1_reversed"]
         and result["top1_shuffled"] <= TARGETS["top1_shuffled"]
     )
-    tmp = out / f".{REPORT_NAME}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / REPORT_NAME)
+    return result
+
+
+def run_demo(
+    config: DemoConfig,
+    *,
+    on_stage: Stage | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stage; write and return the demo report (with the eval report under ``eval``)."""
+    import torch
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    started = time.time()
+    stages = _Stages(config, on_stage)
+    stages.out.mkdir(parents=True, exist_ok=True)
+    stages.clips()
+    stages.extract()
+    built = stages.manifest()
+    stages.model()
+    summary = stages.train()
+    report = stages.eval(progress)
+    result = demo_result(
+        config, report=report, summary=summary, built=built, stages=stages, started=started
+    )
+    atomic_write_json(stages.out / REPORT_NAME, result)
     result["eval"] = report
     return result

@@ -16,9 +16,8 @@ from typing import Any
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
-from trainer.config import ConfigError, TrainConfig
+from kinetics_prep.cli.common import console, fail, run_command
+from trainer.config import TrainConfig
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -44,10 +43,8 @@ def _option(f) -> typer.models.OptionInfo:
 
 
 def _train_command(config: Path | None = None, **flags: Any) -> None:
-    try:
+    with run_command():
         cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
-    except ConfigError as exc:
-        fail(str(exc))
     if (cfg.num_gpus or cfg.hostfile) and "LOCAL_RANK" not in os.environ:
         from trainer.train import launcher_command, write_resolved_config
 
@@ -67,10 +64,8 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
         from trainer.train import train
     except ImportError as exc:
         fail(f"training needs the training stack ({exc.name} missing): pip install -e '.[train]'")
-    try:
+    with run_command():  # a KprepError is one line and exit 2; anything else is a bug
         summary = train(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     if summary:
         console.print(
             f"trained {summary['global_step']} steps, final loss {summary['final_loss']}, "
@@ -112,4 +107,8 @@ def train_command(**kwargs: Any) -> None:
 
 
 train_command.__signature__ = _build_signature()  # type: ignore[attr-defined]
-app.command("train", help=train_command.__doc__)(train_command)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `kprep train` (flags generated from TrainConfig) to ``app``."""
+    app.command("train", help=train_command.__doc__)(train_command)
