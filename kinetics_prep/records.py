@@ -92,3 +92,36 @@ def read_latest(path: str | Path, key: str = "clip_id") -> dict[str, dict[str, A
         if value is not None:
             latest[str(value)] = record
     return latest
+
+
+def sharded_name(name: str, shard_index: int = 0, num_shards: int = 1) -> str:
+    """One records file per shard, so K machines never append to one file (unsafe on NFS).
+
+    ``sharded_name("download_results.jsonl", 1, 4)`` is
+    ``"download_results.shard-00001-of-00004.jsonl"``; unsharded runs keep ``name``.
+    """
+    if num_shards == 1:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.shard-{shard_index:05d}-of-{num_shards:05d}{dot}{suffix}"
+
+
+def read_merged(folder: str | Path, name: str, key: str = "clip_id") -> dict[str, dict[str, Any]]:
+    """The latest record per ``key`` across ``folder/name`` and its shard files.
+
+    Newest ``finished_at`` wins (records without one count as oldest); within
+    one file, and between files on a tie, the later line wins.
+    """
+    folder = Path(folder)
+    stem, _, suffix = name.rpartition(".")
+    files = [folder / name, *sorted(folder.glob(f"{stem}.shard-*-of-*.{suffix}"))]
+    latest: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for record in iter_records(path):
+            value = record.get(key)
+            if value is None:
+                continue
+            old = latest.get(str(value))
+            if old is None or record.get("finished_at", 0) >= old.get("finished_at", 0):
+                latest[str(value)] = record
+    return latest
