@@ -9,6 +9,11 @@ Frames are checked by their barcodes (kinetics_prep.synthetic).
 from __future__ import annotations
 
 import json
+import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -18,7 +23,14 @@ from typer.testing import CliRunner
 
 from kinetics_prep.cli import app
 from kinetics_prep.extract import FAULT_ENV
-from kinetics_prep.ray_engine import RayEngineError, check_shared_folder, stream
+from kinetics_prep.rate_limit import RequestPacer
+from kinetics_prep.ray_engine import (
+    DOWNLOAD_TASK_CPUS,
+    RayEngineError,
+    _ActorPacer,
+    check_shared_folder,
+    stream,
+)
 from kinetics_prep.synthetic import read_counter, write_counter_clip
 
 CLIPS = [f"c{i:02d}" for i in range(6)]
@@ -190,3 +202,109 @@ def test_stream_keeps_a_bounded_window_and_handles_each_item_once(local_ray):
     stream(items(), submit, emit, lost, window=lambda: 3)
     assert results == {x: x * x for x in range(40)}
     assert peak <= 3
+
+
+class _Timed(BaseHTTPRequestHandler):
+    """Serves one counter clip at /v/<id>.mp4 and notes when each path is first asked for."""
+
+    data = b""
+    first: dict[str, float] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        self.first.setdefault(path, time.monotonic())
+        data = self.data
+        start, end, code = 0, len(data) - 1, 200
+        match = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if match:
+            start, code = int(match[1]), 206
+            end = min(int(match[2]), end) if match[2] else end
+        self.send_response(code)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if code == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.end_headers()
+        if body:
+            try:
+                self.wfile.write(data[start : end + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+
+def test_pacer_actor_is_one_budget_for_tasks_in_different_workers(local_ray):
+    """Eight tasks run at once (2 CPUs / 0.25), each in its own Ray worker process; the one
+    pacer actor hands them slots 0.5 s apart (2 requests/s for the whole cluster)."""
+    pacer = ray.remote(num_cpus=0)(RequestPacer).remote(2.0)
+
+    @ray.remote(num_cpus=DOWNLOAD_TASK_CPUS)
+    def take_slot(handle) -> tuple[int, float]:
+        wait = _ActorPacer(handle).reserve()
+        return os.getpid(), time.monotonic() + wait  # CLOCK_MONOTONIC: one clock per machine
+
+    taken = ray.get([take_slot.remote(pacer) for _ in range(8)])
+    slots = sorted(slot for _, slot in taken)
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert len({pid for pid, _ in taken}) > 1  # really several processes
+    assert min(gaps) >= 0.45, gaps  # 0.5 s, less the reply's trip back
+    ray.kill(pacer)
+
+
+def test_youtube_download_on_ray_with_a_request_budget(local_ray, tmp_path):
+    """Loopback "YouTube" through yt-dlp in Ray tasks, paced by the job's pacer actor."""
+    clip = write_counter_clip(tmp_path / "src.mp4", num_frames=150, width=160, height=120, gop=25)
+    _Timed.data, _Timed.first = clip.read_bytes(), {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Timed)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    ids = [f"raypaced{i:03d}" for i in range(6)]
+    csv = tmp_path / "ann.csv"
+    csv.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        + "".join(f"abseiling,{yid},1,3,val\n" for yid in ids)
+    )
+    out = tmp_path / "out"
+
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["download", "--annotations", str(csv), "--output-dir", str(out), "--engine", "ray",
+             "--requests-per-second", "2", "--retries", "0",
+             "--url-template", f"http://127.0.0.1:{httpd.server_address[1]}/v/{{youtube_id}}.mp4"],
+        )  # fmt: skip
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.exit_code == 0, result.output
+    records = [
+        json.loads(line) for line in (out / "download_results.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["clip_id"] for r in records) == sorted(f"{y}_000001_000003" for y in ids)
+    assert all(r["status"] == "ok" for r in records), records
+    for record in records:
+        assert (out / record["path"]).stat().st_size > 0
+    assert len(_Timed.first) == 6
+    with pytest.raises(ValueError):
+        ray.get_actor("kprep-youtube-pacer")  # the job's pacer is gone with the job
+
+
+def test_download_engine_ray_refuses_disk_bound_sources(tmp_path):
+    csv = tmp_path / "ann.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\na,abcdefghijk,1,3,val\n")
+    result = CliRunner().invoke(
+        app,
+        ["download", "--annotations", str(csv), "--output-dir", str(tmp_path / "o"),
+         "--source", "local", "--clips", str(tmp_path), "--engine", "ray"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--engine ray runs --source youtube" in result.output

@@ -97,6 +97,15 @@ def download(
         False, "--keep-archives", help="mirror: keep the .tar.gz files."
     ),
     url_template: str | None = typer.Option(None, "--url-template", hidden=True),
+    requests_per_second: float | None = typer.Option(
+        None, "--requests-per-second", help="youtube: request starts/s for the whole job/cluster."
+    ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (threads here) | ray (youtube on a Ray cluster)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join [default: the running one, else local]."
+    ),
 ) -> None:
     """Fetch the clips of an annotation file into OUT/clips, one status record per row."""
     from kinetics_prep.annotations import AnnotationError
@@ -125,15 +134,21 @@ def download(
             link_mode=link_mode,
             keep_archives=keep_archives,
             url_template=url_template,
+            requests_per_second=requests_per_second,
+            engine=engine,
+            ray_address=ray_address,
         )
     except DownloadConfigError as exc:
         fail(str(exc))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from kinetics_prep.cli.extract import _RateColumn
+
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
@@ -151,6 +166,12 @@ def download(
             report = run_download(config, on_start=on_start, on_record=on_record)
     except AnnotationError as exc:
         fail(str(exc))
+    except Exception as exc:
+        from kinetics_prep.ray_engine import RayEngineError
+
+        if isinstance(exc, RayEngineError):
+            fail(str(exc))
+        raise
     _print_report(report, output_dir)
 
 

@@ -58,6 +58,13 @@ class DownloadConfig:
     shard_index: int = field(default=0, metadata={"help": "this shard, 0-based"})
     num_shards: int = field(default=1, metadata={"help": "how many shards split the rows"})
     max_height: int = field(default=360, metadata={"help": "youtube: format height cap"})
+    requests_per_second: float | None = field(
+        default=None, metadata={"help": "youtube: request starts per second, whole job/cluster"}
+    )
+    engine: str = field(default="local", metadata={"help": "local (threads) or ray (a cluster)"})
+    ray_address: str | None = field(
+        default=None, metadata={"help": "--engine ray: cluster to join [running one, else local]"}
+    )
     exact_cuts: bool = field(default=True, metadata={"help": "youtube: re-encode at the cuts"})
     cookies: Path | None = field(default=None, metadata={"help": "youtube: Netscape cookies file"})
     proxy: str | None = field(default=None, metadata={"help": "proxy URL for all requests"})
@@ -125,6 +132,18 @@ class DownloadConfig:
                 problems.append(str(exc))
         if self.url_template is not None and "{youtube_id}" not in self.url_template:
             problems.append(f"--url-template ({self.url_template!r}) must contain {{youtube_id}}")
+        if self.requests_per_second is not None and not self.requests_per_second > 0:
+            problems.append(
+                f"--requests-per-second ({self.requests_per_second:g}) must be > 0"
+            )
+        if self.engine not in ("local", "ray"):
+            problems.append(f"--engine ({self.engine!r}) must be local or ray")
+        elif self.engine == "ray" and self.source != "youtube":
+            problems.append(
+                f"--engine ray runs --source youtube; --source {self.source} is disk-bound on "
+                "the machine that holds the files: use --engine local there (--num-shards "
+                "splits it over machines)"
+            )
         if problems:
             raise DownloadConfigError("; ".join(problems))
 

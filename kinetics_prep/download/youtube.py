@@ -190,8 +190,18 @@ def run_youtube(
     emit: Callable[[dict[str, Any]], None],
     sleep: Callable[[float], None],
 ) -> None:
+    if config.engine == "ray":
+        from kinetics_prep.ray_engine import run_youtube_download
+
+        run_youtube_download(todo, config, emit)
+        return
+    pacer = None
+    if config.requests_per_second:
+        from kinetics_prep.rate_limit import RequestPacer
+
+        pacer = RequestPacer(config.requests_per_second)
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        futures = [pool.submit(_youtube_clip, row, config, sleep) for row in todo]
+        futures = [pool.submit(_youtube_clip, row, config, sleep, pacer) for row in todo]
         try:
             for future in as_completed(futures):
                 emit(future.result())
@@ -202,19 +212,30 @@ def run_youtube(
 
 
 def _youtube_clip(
-    row: ClipRow, config: DownloadConfig, sleep: Callable[[float], None]
+    row: ClipRow, config: DownloadConfig, sleep: Callable[[float], None], pacer: Any = None
 ) -> dict[str, Any]:
-    """One clip with retries of transient failures; always returns a record."""
+    """One clip with retries of transient failures; always returns a record.
+
+    ``pacer`` (a :class:`~kinetics_prep.rate_limit.RequestPacer` or its Ray
+    actor's stand-in) spaces request starts across the whole job and is told
+    to hold everyone when the server says 429.
+    """
     started = time.monotonic()
     delays = backoff_delays(config.retries, config.backoff)
     attempt = 0
     while True:
         attempt += 1
+        if pacer is not None:
+            wait = pacer.reserve()
+            if wait > 0:
+                sleep(wait)
         try:
             path = _youtube_fetch(row, config)
         except Exception as exc:  # yt-dlp raises many kinds; each becomes a record
             message = _one_line(str(exc)) or type(exc).__name__
             reason = classify_error(message, exc)
+            if reason == "rate_limited" and pacer is not None and attempt <= len(delays):
+                pacer.hold(delays[attempt - 1])
             if reason in TRANSIENT_REASONS and attempt <= len(delays):
                 log.info("%s: %s, retrying in %.1fs", row.clip_id, reason, delays[attempt - 1])
                 sleep(delays[attempt - 1])
