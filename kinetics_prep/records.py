@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,21 +43,34 @@ class RecordWriter:
     """Appends records to a JSONL file, one flushed and fsynced line per record.
 
     Only one process (the parent) writes; workers send their records back to it.
+    Every line is flushed to the OS at once, so a writer killed with ``kill -9``
+    loses nothing it wrote. ``sync_interval`` > 0 groups the fsyncs (at most one
+    per interval, and one at close): a driver taking in hundreds of records per
+    second on NFS would otherwise spend its time waiting on the server, and only
+    a crash of the machine itself can then lose the last interval's lines.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, sync_interval: float = 0.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         end_torn_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._sync_interval = sync_interval
+        self._synced = 0.0
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        now = time.monotonic()
+        if now - self._synced >= self._sync_interval:
+            os.fsync(self._file.fileno())
+            self._synced = now
 
     def close(self) -> None:
-        self._file.close()
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -80,3 +80,52 @@ def test_losing_a_node_mid_run_reruns_its_clips_elsewhere(two_node_cluster, tmp_
         codes = [read_counter(cv2.imread(str(out / n))[..., ::-1]) for n in record["frames"]]
         assert codes == record["frame_indices"]
     assert not [p.name for p in (out / "frames").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_ray_driver_loses_only_clips_in_flight(tmp_path):
+    """The driver (with the local Ray it started) is killed part-way; a rerun finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if ray.is_initialized():
+        ray.shutdown()
+    clips = tmp_path / "clips"
+    for i in range(16):
+        write_counter_clip(clips / f"k{i:02d}.mp4", num_frames=60, width=160, height=120)
+    out = tmp_path / "out"
+    results = out / "extract_results.jsonl"
+    command = [sys.executable, "-c", "from kinetics_prep.cli import main; main()", "extract",
+               "--clips", str(clips), "--output-dir", str(out), "--engine", "ray",
+               "--ray-address", "local", "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if results.exists() and results.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver, its Ray and the workers
+    process.wait()
+    first = [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
+    assert 3 <= len(first) < 16, "the run should have been killed part-way"
+    done = {r["clip_id"] for r in first if r["status"] == "ok"}
+
+    config = ExtractConfig(clips=clips, output_dir=out, engine="local", workers=2)
+    summary = extract_clips(config)
+    assert summary.skipped_ok == len(done) and summary.ok == 16 - len(done)
+    final = {}
+    for line in results.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # at most the one line the kill tore
+        final[record["clip_id"]] = record
+    assert len(final) == 16 and all(r["status"] == "ok" for r in final.values())
+    for record in final.values():
+        codes = [read_counter(cv2.imread(str(out / n))[..., ::-1]) for n in record["frames"]]
+        assert codes == record["frame_indices"]
