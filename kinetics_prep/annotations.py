@@ -33,7 +33,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -416,11 +416,3 @@ def write_annotations_csv(path: str | Path, rows: Iterable[ClipRow]) -> Path:
 
 def _fmt_time(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def rows_by_clip_id(rows: Iterable[ClipRow]) -> Mapping[str, ClipRow]:
-    """Index rows by clip id (first wins), for matching files to rows."""
-    out: dict[str, ClipRow] = {}
-    for row in rows:
-        out.setdefault(row.clip_id, row)
-    return out

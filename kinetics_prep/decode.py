@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kinetics_prep.errors import KprepError
 from kinetics_prep.sampling import SAMPLING_METHODS, sample_indices
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ class DecodedFrames:
     note: str | None = None  # why an ok result is unusual, e.g. fewer frames than packets
 
 
-class DecodeError(Exception):
-    """The clip cannot give the requested frames; ``reason`` is a short category for summaries."""
+class DecodeError(KprepError):
+    """The clip cannot give the requested frames; ``reason`` is a short category for summaries.
+
+    Extract records it per clip (a failure is data); only a one-clip command
+    (``kprep predict``) lets it reach the CLI, as a one-line error.
+    """
 
     def __init__(self, message: str, *, reason: str = "decode_error") -> None:
         super().__init__(message)

@@ -35,6 +35,7 @@ from kinetics_prep.sampling import SAMPLING_METHODS
 from kinetics_prep.schema import (
     EXTRACT_RECORDS_NAME,
     EXTRACT_SHARD_GLOB,
+    FRAMES_DIR,
     VIDEO_SUFFIXES,
     extract_records_name,
     is_video_file,
@@ -61,22 +62,53 @@ def _default_workers() -> int:
 class ExtractConfig:
     """Everything one ``kprep extract`` run needs; checked on construction."""
 
-    clips: Path  # folder searched recursively for schema.VIDEO_SUFFIXES files
-    output_dir: Path  # gets frames/<clip_id>/frame_<i>.jpg and extract_results.jsonl
-    num_frames: int = 4  # frames per clip
-    workers: int = field(default_factory=_default_workers)  # decoding processes
-    sampling: str = "center"  # center | linspace | random
-    seed: int = 0  # for random sampling; each clip gets crc32(f"{seed}:{clip_id}")
-    short_side: int | None = None  # shrink frames to this short side (never enlarge)
-    jpeg_quality: int = 95
-    decoder: str = "auto"  # auto | pyav | decord | opencv
-    shard_index: int = 0
-    num_shards: int = 1
-    retry_failed: bool = False  # also redo clips whose last record is failed/timeout/crashed
-    timeout: float = 120.0  # seconds per clip before its worker is killed
-    annotations: Path | None = None  # Kinetics CSV/JSON whose rows are merged into records
-    engine: str = "local"  # local (a process pool here) | ray (kinetics_prep.ray_engine)
-    ray_address: str | None = None  # --engine ray: cluster to join (None: running one, else local)
+    clips: Path = field(metadata={"help": "Folder of videos, searched recursively."})
+    output_dir: Path = field(metadata={"help": "Gets frames/ and the records."})
+    num_frames: int = field(default=4, metadata={"help": "Frames per clip."})
+    workers: int = field(
+        default_factory=_default_workers,
+        metadata={"help": "Decoding processes.", "default_help": "CPUs"},
+    )
+    sampling: str = field(default="center", metadata={"help": "center | linspace | random."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed for --sampling random (per clip: seed+id)."}
+    )
+    short_side: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shrink frames to this short side (px; never enlarged).",
+            "default_help": "keep",
+        },
+    )
+    jpeg_quality: int = field(default=95, metadata={"help": "JPEG quality 1-100."})
+    decoder: str = field(
+        default="auto",
+        metadata={"help": "auto (pyav, then decord, then opencv) | pyav | decord | opencv."},
+    )
+    shard_index: int = field(default=0, metadata={"help": "This machine's share (0-based)."})
+    num_shards: int = field(default=1, metadata={"help": "How many machines share the clips."})
+    retry_failed: bool = field(
+        default=False,
+        metadata={"help": "Redo clips that failed before.", "flags": ("--retry-failed",)},
+    )
+    timeout: float = field(
+        default=120.0, metadata={"help": "Seconds per clip before its worker is killed."}
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={"help": "Kinetics CSV/JSON: labels, times, split.", "default_help": "none"},
+    )
+    engine: str = field(
+        default="local",
+        metadata={"help": "local (processes here) | ray (a Ray cluster; kprep[ray])."},
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--engine ray: the Ray cluster to join.",
+            "default_help": "the running one, else a local Ray",
+        },
+    )
 
     def __post_init__(self) -> None:
         self.clips = Path(self.clips)
@@ -93,7 +125,9 @@ class ExtractConfig:
         if self.workers < 1:
             problems.append(f"--workers ({self.workers}) must be >= 1")
         if self.sampling not in SAMPLING_METHODS:
-            problems.append(f"--sampling ({self.sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}")
+            problems.append(
+                f"--sampling ({self.sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}"
+            )
         if self.short_side is not None and self.short_side < 1:
             problems.append(f"--short-side ({self.short_side}) must be >= 1 pixel")
         if not 1 <= self.jpeg_quality <= 100:
@@ -122,8 +156,6 @@ class ExtractConfig:
     def records_path(self) -> Path:
         """This run's record file (one per shard when sharded)."""
         return self.output_dir / extract_records_name(self.shard_index, self.num_shards)
-
-
 
 
 @dataclass(frozen=True)
@@ -332,14 +364,14 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
     try:
         names = write_frames(
             decoded.frames,
-            output_dir / "frames" / clip_id,
+            output_dir / FRAMES_DIR / clip_id,
             short_side=settings["short_side"],
             quality=settings["jpeg_quality"],
         )
     except OSError as error:
         record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")
     else:
-        record.update(status="ok", frames=[f"frames/{clip_id}/{name}" for name in names])
+        record.update(status="ok", frames=[f"{FRAMES_DIR}/{clip_id}/{name}" for name in names])
     record["seconds"] = round(time.monotonic() - started, 4)
     return record
 
@@ -649,7 +681,7 @@ def extract_clips(
                 summary.skipped_failed += 1
         else:
             todo.append(clip)
-    removed = remove_partials(config.output_dir / "frames", [c.clip_id for c in mine])
+    removed = remove_partials(config.output_dir / FRAMES_DIR, [c.clip_id for c in mine])
     if removed:
         log.info("removed %d unfinished frame folders left by an earlier run", removed)
 

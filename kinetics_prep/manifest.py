@@ -66,17 +66,42 @@ VIDEO_MISSING = "video file missing"
 class ManifestConfig:
     """Everything ``kprep build-manifest`` needs; checked on creation."""
 
-    frames_dir: Path  # extract output folder: extract_results.jsonl + frames/
-    output: Path = DEFAULT_OUTPUT  # the manifest JSON; its folder is the image root
-    annotations: Path | None = None  # Kinetics CSV/JSON joined on clip_id
-    prompts: list[str] = field(default_factory=lambda: [DEFAULT_PROMPT])
-    answer_template: str = DEFAULT_ANSWER_TEMPLATE
-    media: str = "images"  # images: the extracted frames; video: clips/<clip_id>.mp4
-    val_fraction: float = 0.0  # share of clips held out, grouped by YouTube video
-    seed: int = 0  # prompt choice and split
-    format: str = "seed"  # seed | llava (what the JSON files hold)
-    arrow: bool = True  # also write <stem>_arrow/
-    images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+    frames_dir: Path = field(
+        metadata={"help": "The --output-dir of `kprep extract` (records + frames/)."}
+    )
+    output: Path = field(
+        default=DEFAULT_OUTPUT,
+        metadata={"help": "Manifest JSON; its folder is the image root all paths are relative to."},
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Kinetics CSV/JSON joined on clip_id (labels, times, split).",
+            "default_help": "none",
+        },
+    )
+    prompts: list[str] = field(
+        default_factory=lambda: [DEFAULT_PROMPT],
+        metadata={"help": "User prompts (one chosen per sample by seed).", "cli": False},
+    )
+    answer_template: str = field(
+        default=DEFAULT_ANSWER_TEMPLATE,
+        metadata={"help": "Answer text; {label} is the class name ('{label}' for the bare label)."},
+    )
+    media: str = field(
+        default="images", metadata={"help": "images (the frames) | video (the clip)."}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share held out as validation, grouped by YouTube video."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for prompt choice and the split."})
+    format: str = field(default="seed", metadata={"help": "seed (the recipe's messages) | llava."})
+    arrow: bool = field(default=True, metadata={"help": "Also write <stem>_arrow/."})
+    images: str = field(
+        default="embed",
+        metadata={"help": "Arrow images: embed (JPEG bytes) | paths (absolute paths)."},
+    )
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
@@ -247,8 +272,8 @@ def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | Non
     candidates = []
     if recorded:
         parts = Path(recorded).parts
-        if "clips" in parts:
-            last = len(parts) - 1 - parts[::-1].index("clips")
+        if CLIPS_DIR in parts:
+            last = len(parts) - 1 - parts[::-1].index(CLIPS_DIR)
             candidates.append(root.joinpath(*parts[last:]))
     candidates += [root / CLIPS_DIR / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
     if recorded:
@@ -334,11 +359,10 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
-def build_manifest(config: ManifestConfig) -> ManifestSummary:
-    """Build every output of ``kprep build-manifest``; see the module docstring."""
+def _read_inputs(config: ManifestConfig) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The extract records (at least one) and the optional annotation metadata."""
     from kinetics_prep.extract import read_extract_records
 
-    started = time.monotonic()
     records = read_extract_records(config.frames_dir)
     if not records:
         raise ManifestError(
@@ -350,6 +374,63 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         from kinetics_prep.annotations import load_clip_metadata
 
         metadata = load_clip_metadata(config.annotations)
+    return records, metadata
+
+
+def _split(samples: list[Sample], config: ManifestConfig) -> dict[str, list[Sample]]:
+    """Set each sample's split (whole YouTube videos at a time); the non-empty splits."""
+    groups = {
+        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
+    }
+    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
+    for sample in samples:
+        sample.split = split_of[sample.id]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    return {name: rows for name, rows in by_split.items() if rows}
+
+
+def _write_json_files(
+    config: ManifestConfig,
+    samples: list[Sample],
+    by_split: Mapping[str, list[Sample]],
+    summary: ManifestSummary,
+) -> None:
+    """The manifest, its split files (stale ones removed) and the label map."""
+    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
+    if config.val_fraction > 0:
+        for name, rows in by_split.items():
+            summary.outputs.append(
+                write_manifest(config.split_path(name), rows, format=config.format)
+            )
+    else:  # split files of an earlier build would no longer match the manifest
+        for name in SPLITS:
+            if config.split_path(name).is_file():
+                config.split_path(name).unlink()
+                log.info("removed stale %s", config.split_path(name))
+    summary.labels = write_label_map(
+        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
+    )
+    summary.outputs.append(config.label_map_path)
+
+
+def _config_json(config: ManifestConfig) -> dict[str, Any]:
+    return {
+        "frames_dir": str(config.frames_dir),
+        "annotations": str(config.annotations) if config.annotations else None,
+        "prompts": config.prompts,
+        "answer_template": config.answer_template,
+        "media": config.media,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "format": config.format,
+        "images": config.images if config.arrow else None,
+    }
+
+
+def build_manifest(config: ManifestConfig) -> ManifestSummary:
+    """Build every output of ``kprep build-manifest``; see the module docstring."""
+    started = time.monotonic()
+    records, metadata = _read_inputs(config)
     samples, left_out = collect_samples(
         records,
         frames_dir=config.frames_dir,
@@ -367,46 +448,13 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
             f"no usable clips among {len(records)} records in {str(config.frames_dir)!r} "
             f"({reasons}); nothing was written"
         )
-
-    groups = {
-        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
-    }
-    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
-    for sample in samples:
-        sample.split = split_of[sample.id]
-    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
-    by_split = {name: rows for name, rows in by_split.items() if rows}
+    by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
-
-    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
-    if config.val_fraction > 0:
-        for name, rows in by_split.items():
-            summary.outputs.append(
-                write_manifest(config.split_path(name), rows, format=config.format)
-            )
-    else:  # split files of an earlier build would no longer match the manifest
-        for name in SPLITS:
-            if config.split_path(name).is_file():
-                config.split_path(name).unlink()
-                log.info("removed stale %s", config.split_path(name))
-    summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
-    )
-    summary.outputs.append(config.label_map_path)
+    summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
+    _write_json_files(config, samples, by_split, summary)
 
     report = summary.to_json()
-    report["config"] = {
-        "frames_dir": str(config.frames_dir),
-        "annotations": str(config.annotations) if config.annotations else None,
-        "prompts": config.prompts,
-        "answer_template": config.answer_template,
-        "media": config.media,
-        "val_fraction": config.val_fraction,
-        "seed": config.seed,
-        "format": config.format,
-        "images": config.images if config.arrow else None,
-    }
+    report["config"] = _config_json(config)
     if config.arrow:
         from kinetics_prep.arrow import write_arrow_dataset
 

@@ -222,7 +222,9 @@ def trl_messages(
     Built directly, without the seed dicts: the Arrow build calls this 650k times.
     """
     media: list[dict[str, Any]] = (
-        [{"type": "video", "text": None}] if video else [{"type": "image", "text": None}] * num_images
+        [{"type": "video", "text": None}]
+        if video
+        else [{"type": "image", "text": None}] * num_images
     )
     return [
         {"role": "user", "content": [*media, {"type": "text", "text": prompt}]},
@@ -366,11 +368,13 @@ def write_label_map(
     labels: Sequence[str],
     *,
     answer_template: str | None = None,
+    sort: bool = True,
 ) -> list[str]:
     """Write ``{"labels": [...]}`` and return the id order.
 
     Ids stay stable: an existing map keeps its order (and its other keys) and
-    new labels are appended sorted. ``answer_template`` is recorded when given.
+    new labels are appended, sorted (or in the given order with
+    ``sort=False``). ``answer_template`` is recorded when given.
     """
     path = Path(path)
     existing: dict[str, Any] = {}
@@ -383,7 +387,8 @@ def write_label_map(
             existing = loaded
     order = [str(label) for label in existing.get("labels", [])]
     have = set(order)
-    order += sorted({label for label in labels if label and label not in have})
+    new = [label for label in dict.fromkeys(labels) if label and label not in have]
+    order += sorted(new) if sort else new
     payload = dict(existing)
     payload["labels"] = order
     if answer_template is not None:
@@ -431,8 +436,8 @@ def _json_entries(path: Path) -> list[Any]:
         entries = json.loads(text)
     except ValueError as error:
         raise SchemaError(
-            f"{path} is not a readable JSON manifest ({error}): rebuild it with "
-            "`kprep build-manifest`"
+            f"{path} is not a readable JSON manifest: not valid JSON ({error}); "
+            "rebuild it with `kprep build-manifest`"
         ) from None
     if not isinstance(entries, list):
         raise SchemaError(f"{path} must hold a JSON list of samples (kprep build-manifest)")
@@ -457,7 +462,7 @@ def _seed_sample(entry: Any, index: int, root: Path) -> Sample | BadEntry:
         or not all(isinstance(m, dict) for m in messages)
         or messages[-1].get("role") != "assistant"
     ):
-        return BadEntry(BAD_MESSAGES, sample_id, "'messages' must be user turn(s) then assistant")
+        return BadEntry(BAD_MESSAGES, sample_id, "'messages' must be user then assistant turns")
     assert isinstance(entry, dict)
     images, videos = user_media(messages)
     if len(videos) > 1:
@@ -537,7 +542,7 @@ def _arrow_sample(
     sample_id = str(row.get("id", index))
     messages = row.get("messages") or []
     if len(messages) < 2 or messages[-1].get("role") != "assistant":
-        return BadEntry(BAD_MESSAGES, sample_id, "'messages' must be user turn(s) then assistant")
+        return BadEntry(BAD_MESSAGES, sample_id, "'messages' must be user then assistant turns")
     placeholders = len(media_paths(messages[:-1], "image"))
     images = []
     for image in row.get("images") or []:

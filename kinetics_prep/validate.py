@@ -27,7 +27,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.errors import SchemaError, ValidationError
+from kinetics_prep.errors import ConfigError, SchemaError, ValidationError
 from kinetics_prep.schema import (
     BAD_MESSAGES,
     LABEL_MAP_NAME,
@@ -70,10 +70,33 @@ __all__ = [
     "UNKNOWN_LABEL",
     "Problem",
     "ValidationError",
+    "ValidateOptions",
     "ValidationReport",
     "report_json",
     "validate_dataset",
 ]
+
+
+@dataclass
+class ValidateOptions:
+    """The options of ``kprep validate`` (its flags are generated from these fields)."""
+
+    image_root: Path | None = field(
+        default=None,
+        metadata={"help": "Folder paths are relative to.", "default_help": "the dataset's folder"},
+    )
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Frames each sample must have.", "default_help": "the common count"},
+    )
+    label_map: Path | None = field(
+        default=None, metadata={"help": "label_map.json.", "default_help": "next to the dataset"}
+    )
+    decode: bool = field(default=True, metadata={"help": "Decode every file."})
+
+    def __post_init__(self) -> None:
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ConfigError(f"--num-frames ({self.num_frames}) must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,14 @@ appended. So the boundary is exact, with no searching for marker tokens:
 
 Labels are the answer tokens up to and including the end-of-turn marker
 (``<turn|>``); prompt, image/video soft tokens and padding are -100. Each
-sample is checked: the full template must start with the prompt template, and
-the decoded trained tokens must equal the assistant's text plus the marker.
+sample is checked: the answer must follow the generation prompt
+(:func:`answer_suffix`), and the decoded trained tokens must equal the
+assistant's text plus the marker.
+
+Inference uses the same two pieces, so it cannot drift from training:
+:func:`locate_answer` gives eval's ranking the exact tokens training labels,
+and :meth:`VisionChatCollator.encode_prompt` builds the prompt inputs (images
+or a video with its metadata) as :meth:`VisionChatCollator.encode` does.
 """
 
 from __future__ import annotations

@@ -422,6 +422,25 @@ def evaluate_samples(
 # --- the whole evaluation -----------------------------------------------------------------
 
 
+def _models(config: EvalConfig) -> list[tuple[str, str | None]]:
+    """(name, adapter) of every model to evaluate: the base, the fine-tuned one, or both."""
+    models: list[tuple[str, str | None]] = []
+    if config.adapter is None or config.compare_base:
+        models.append(("base", None))
+    if config.adapter is not None:
+        models.append(("fine-tuned", config.adapter))
+    return models
+
+
+def _video_settings(config: EvalConfig, recipe: dict[str, Any]) -> dict[str, Any]:
+    """How raw-video samples are decoded: the flags, else the training recipe, else 4 / center."""
+    return {
+        "num_frames": config.num_frames or int(recipe.get("num_frames") or 4),
+        "sampling": config.sampling or recipe.get("frame_sampling") or "center",
+        "decoder": config.decoder,
+    }
+
+
 def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run every (model, frame order) of ``config``; return the report (and write it if asked)."""
     import torch
@@ -444,19 +463,9 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
         split=config.split,
         max_samples=config.max_samples,
     )
-    recipe = training_summary(config.adapter).get("recipe") or {}
-    video = {
-        "num_frames": config.num_frames or int(recipe.get("num_frames") or 4),
-        "sampling": config.sampling or recipe.get("frame_sampling") or "center",
-        "decoder": config.decoder,
-    }
-    models: list[tuple[str, str | None]] = []
-    if config.adapter is None or config.compare_base:
-        models.append(("base", None))
-    if config.adapter is not None:
-        models.append(("fine-tuned", config.adapter))
+    video = _video_settings(config, training_summary(config.adapter).get("recipe") or {})
     runs = []
-    for name, adapter in models:
+    for name, adapter in _models(config):
         model, processor = load_finetuned(
             config.model_id, adapter, max_soft_tokens=config.max_soft_tokens
         )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kinetics_prep.errors import SchemaError
-from kinetics_prep.schema import LABEL_MAP_NAME, read_label_map
+from kinetics_prep.schema import LABEL_MAP_NAME, label_map_path, read_label_map
 from trainer.errors import EvalError
 
 _EDGE_PUNCT = " \t\r\n.,;:!?\"'`()[]{}"
@@ -62,8 +62,7 @@ class AnswerMatcher:
 def find_label_map(data_path: str | Path) -> Path:
     """``label_map.json`` beside a manifest JSON, or beside an ``*_arrow`` folder."""
     path = Path(data_path)
-    for folder in (path.parent, path):
-        candidate = folder / LABEL_MAP_NAME
+    for candidate in (label_map_path(path), path / LABEL_MAP_NAME):
         if candidate.is_file():
             return candidate
     raise EvalError(

@@ -27,11 +27,12 @@ and a chat template in Gemma 4's format::
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from kinetics_prep.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -300,21 +301,17 @@ def build_tiny_gemma4(
         image_seq_length=max_soft_tokens,
     )
     processor.save_pretrained(output_dir)
-    (output_dir / "tiny_build.json").write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "text_config": text,
-                "vision_config": vision,
-                "max_soft_tokens": max_soft_tokens,
-                "position_table_std": position_table_std,
-                "embed_std": embed_std,
-                "built_by": "trainer.tiny.build_tiny_gemma4",
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
+    atomic_write_json(
+        output_dir / "tiny_build.json",
+        {
+            "seed": seed,
+            "text_config": text,
+            "vision_config": vision,
+            "max_soft_tokens": max_soft_tokens,
+            "position_table_std": position_table_std,
+            "embed_std": embed_std,
+            "built_by": "trainer.tiny.build_tiny_gemma4",
+        },
     )
     logger.info("built tiny Gemma 4 in %s", output_dir)
     return output_dir

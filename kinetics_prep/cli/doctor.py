@@ -6,17 +6,16 @@ from pathlib import Path
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, err_console
+from kinetics_prep.cli.common import console, err_console
 
 
-@app.command()
 def doctor(
     cookies: Path | None = typer.Option(
         None, "--cookies", help="Netscape cookies file you will pass to kprep download."
     ),
 ) -> None:
     """Check yt-dlp, its JS challenge solver and runtime, ffmpeg and the cookies file (offline)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from kinetics_prep.youtube_tools import check_tools
@@ -32,9 +31,14 @@ def doctor(
     missing = [check for check in checks if not check.ok]
     for check in missing:
         err_console.print(
-            f"[bold red]error:[/] {check.name}: {check.detail}; {check.fix}",
+            f"[bold red]error:[/] {escape(f'{check.name}: {check.detail}; {check.fix}')}",
             highlight=False,
             soft_wrap=True,
         )
     if missing:
         raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `doctor` to ``app``."""
+    app.command("doctor")(doctor)

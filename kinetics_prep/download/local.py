@@ -93,4 +93,3 @@ def run_local(
                 origin=str(src),
             )
         )
-

@@ -221,7 +221,6 @@ def run_mirror(
     archives: list[dict[str, Any]] = []
     clips = out / CLIPS_DIR
     with RecordWriter(state_path) as state_writer, ThreadPoolExecutor(config.workers) as pool:
-
         unsupported: dict[str, str] = {}  # clip_id -> a member named like it, wrong suffix
 
         def wanted(name: str) -> str | None:
@@ -329,4 +328,3 @@ def _mirror_archive(
         archive.unlink(missing_ok=True)
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary, found, work
-

@@ -46,36 +46,67 @@ _LOOSE_CLIP_RE = re.compile(r"^(?P<id>[A-Za-z0-9_-]{11})_(?P<start>\d+)_(?P<end>
 class DownloadConfig:
     """Options of ``kprep download`` (one field per flag)."""
 
-    annotations: Path = field(metadata={"help": "Kinetics CSV or JSON annotation file"})
-    output_dir: Path = field(metadata={"help": "OUT: clips/, records and report go here"})
-    source: str = field(default="youtube", metadata={"help": "youtube, mirror or local"})
-    clips_dir: Path | None = field(default=None, metadata={"help": "local: folder of clips"})
+    annotations: Path = field(metadata={"help": "Kinetics CSV or JSON file."})
+    output_dir: Path = field(metadata={"help": "Clips, records and report go here."})
+    source: str = field(default="youtube", metadata={"help": "youtube, mirror or local."})
+    clips_dir: Path | None = field(
+        default=None,
+        metadata={"help": "local: folder of clips, any layout.", "flags": ("--clips",)},
+    )
     mirror_urls: Path | None = field(
-        default=None, metadata={"help": "mirror: file of .tar.gz URLs, optional sha256 after each"}
+        default=None,
+        metadata={"help": "mirror: file of .tar.gz URLs (optional sha256 after each)."},
     )
-    workers: int = field(default=4, metadata={"help": "parallel downloads (threads)"})
-    retry_failed: bool = field(default=False, metadata={"help": "retry only failed rows"})
-    shard_index: int = field(default=0, metadata={"help": "this shard, 0-based"})
-    num_shards: int = field(default=1, metadata={"help": "how many shards split the rows"})
-    max_height: int = field(default=360, metadata={"help": "youtube: format height cap"})
+    workers: int = field(default=4, metadata={"help": "Parallel downloads."})
+    retry_failed: bool = field(
+        default=False,
+        metadata={"help": "Retry only rows that failed before.", "flags": ("--retry-failed",)},
+    )
+    shard_index: int = field(default=0, metadata={"help": "This shard (0-based)."})
+    num_shards: int = field(default=1, metadata={"help": "Number of shards."})
+    max_height: int = field(default=360, metadata={"help": "youtube: highest format height."})
+    exact_cuts: bool = field(
+        default=True,
+        metadata={
+            "help": "youtube: re-encode at the cut points or not.",
+            "flags": ("--exact-cuts/--fast-cuts",),
+        },
+    )
+    cookies: Path | None = field(default=None, metadata={"help": "youtube: cookies.txt file."})
+    proxy: str | None = field(default=None, metadata={"help": "Proxy URL for all requests."})
+    rate_limit: str | None = field(
+        default=None, metadata={"help": "Bandwidth cap per download, e.g. 2M."}
+    )
+    retries: int = field(default=3, metadata={"help": "Retries of transient failures."})
+    backoff: float = field(
+        default=5.0, metadata={"help": "Seconds before the first retry, doubled each time."}
+    )
+    socket_timeout: float = field(default=30.0, metadata={"help": "Seconds per read."})
+    link_mode: str = field(
+        default="auto",
+        metadata={"help": "local: auto (hardlink, else copy), hardlink, symlink, copy."},
+    )
+    keep_archives: bool = field(
+        default=False,
+        metadata={"help": "mirror: keep the .tar.gz files.", "flags": ("--keep-archives",)},
+    )
     requests_per_second: float | None = field(
-        default=None, metadata={"help": "youtube: request starts per second, whole job/cluster"}
+        default=None,
+        metadata={"help": "youtube: request starts per second for the whole job or cluster."},
     )
-    engine: str = field(default="local", metadata={"help": "local (threads) or ray (a cluster)"})
+    engine: str = field(
+        default="local", metadata={"help": "local (threads here) | ray (youtube on a Ray cluster)."}
+    )
     ray_address: str | None = field(
-        default=None, metadata={"help": "--engine ray: cluster to join [running one, else local]"}
+        default=None,
+        metadata={
+            "help": "--engine ray: the Ray cluster to join.",
+            "default_help": "the running one, else a local Ray",
+        },
     )
-    exact_cuts: bool = field(default=True, metadata={"help": "youtube: re-encode at the cuts"})
-    cookies: Path | None = field(default=None, metadata={"help": "youtube: Netscape cookies file"})
-    proxy: str | None = field(default=None, metadata={"help": "proxy URL for all requests"})
-    rate_limit: str | None = field(default=None, metadata={"help": "bytes/s cap, e.g. 2M"})
-    retries: int = field(default=3, metadata={"help": "retries of transient failures"})
-    backoff: float = field(default=5.0, metadata={"help": "first retry delay, doubled each time"})
-    socket_timeout: float = field(default=30.0, metadata={"help": "seconds per network read"})
-    link_mode: str = field(default="auto", metadata={"help": "local: auto/hardlink/symlink/copy"})
-    keep_archives: bool = field(default=False, metadata={"help": "mirror: keep .tar.gz files"})
     url_template: str | None = field(
-        default=None, metadata={"help": "URL for {youtube_id} instead of YouTube (tests)"}
+        default=None,
+        metadata={"help": "URL for {youtube_id} instead of YouTube (tests).", "hidden": True},
     )
 
     def __post_init__(self) -> None:
@@ -148,7 +179,6 @@ class DownloadConfig:
             raise DownloadConfigError("; ".join(problems))
 
 
-
 def parse_rate(text: str) -> int:
     """``"500K"`` / ``"2M"`` / ``"1.5M"`` / ``"100000"`` -> bytes per second."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
@@ -210,13 +240,11 @@ def parse_mirror_list(text: str) -> list[tuple[str, str | None]]:
     return entries
 
 
-
 @dataclass
 class Plan:
     rows: list[ClipRow]
     todo: list[ClipRow]
     skipped: int
-
 
 
 def present_clips(clips: Path) -> dict[str, str]:
@@ -261,7 +289,6 @@ def plan_rows(
     return Plan(rows=mine, todo=todo, skipped=skipped)
 
 
-
 def wanted_indexes(todo: list[ClipRow]) -> tuple[dict[str, ClipRow], dict[str, str]]:
     by_clip = {row.clip_id: row for row in todo}
     youtube_counts = Counter(row.youtube_id for row in todo)
@@ -271,8 +298,6 @@ def wanted_indexes(todo: list[ClipRow]) -> tuple[dict[str, ClipRow], dict[str, s
     return by_clip, by_youtube
 
 
-
 def move_into_place(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dest)
-

@@ -55,7 +55,6 @@ def build_report(
     return {**total, "invalid_rows": invalid, "per_split": dict(sorted(per_split.items()))}
 
 
-
 def record_invalid_rows(writer: RecordWriter, errors: list[Any], results: Path) -> None:
     """One record per unreadable row, once (keyed by file and row number)."""
     done = {
@@ -76,4 +75,3 @@ def record_invalid_rows(writer: RecordWriter, errors: list[Any], results: Path) 
                 "error": error.message,
             }
         )
-

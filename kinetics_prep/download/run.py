@@ -79,15 +79,7 @@ def download(
         if config.shard_index == 0:  # once, not once per shard
             record_invalid_rows(writer, ann.errors, results)
         plan = plan_rows(ann.rows, latest, present, config)
-        # A clip on disk without an ok record (killed between rename and record): done.
-        todo: list[ClipRow] = []
-        for row in plan.todo:
-            name = present.get(row.clip_id)
-            if name is not None and not config.retry_failed:
-                size = (clips / name).stat().st_size
-                emit(clip_record(row, config.source, status="ok", path=f"clips/{name}", bytes=size))
-            else:
-                todo.append(row)
+        todo = _adopt_present(plan.todo, present, config, emit)
         if on_start is not None:
             on_start(len(todo))
         log.info(
@@ -98,13 +90,7 @@ def download(
             len(todo),
             plan.skipped,
         )
-        archives: list[dict[str, Any]] | None = None
-        if config.source == "youtube":
-            run_youtube(todo, config, emit, sleep)
-        elif config.source == "local":
-            run_local(todo, config, emit)
-        else:
-            archives = run_mirror(todo, config, emit, sleep)
+        archives = _run_source(todo, config, emit, sleep)
 
     try:
         (out / ".partial").rmdir()  # only when empty: a parallel shard may be using it
@@ -129,3 +115,40 @@ def download(
         report["archives"] = archives
     atomic_write_json(out / DOWNLOAD_REPORT_NAME, report)
     return report
+
+
+def _adopt_present(
+    rows: list[ClipRow],
+    present: dict[str, str],
+    config: DownloadConfig,
+    emit: Callable[[dict[str, Any]], None],
+) -> list[ClipRow]:
+    """Record clips already on disk without an ok record (killed between rename and
+    record) as done; return the rows still to fetch."""
+    todo: list[ClipRow] = []
+    clips = config.output_dir / CLIPS_DIR
+    for row in rows:
+        name = present.get(row.clip_id)
+        if name is not None and not config.retry_failed:
+            size = (clips / name).stat().st_size
+            path = f"{CLIPS_DIR}/{name}"
+            emit(clip_record(row, config.source, status="ok", path=path, bytes=size))
+        else:
+            todo.append(row)
+    return todo
+
+
+def _run_source(
+    todo: list[ClipRow],
+    config: DownloadConfig,
+    emit: Callable[[dict[str, Any]], None],
+    sleep: Callable[[float], None],
+) -> list[dict[str, Any]] | None:
+    """Fetch ``todo`` from the configured source; the mirror also returns its archives."""
+    if config.source == "youtube":
+        run_youtube(todo, config, emit, sleep)
+        return None
+    if config.source == "local":
+        run_local(todo, config, emit)
+        return None
+    return run_mirror(todo, config, emit, sleep)

@@ -128,7 +128,6 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
         stack.extend([error.__cause__, error.__context__])
 
 
-
 def youtube_options(
     config: DownloadConfig, *, time_start: float, time_end: float, outtmpl: str
 ) -> dict[str, Any]:
@@ -299,4 +298,3 @@ def _youtube_fetch(row: ClipRow, config: DownloadConfig) -> Path:
 
 def _one_line(text: str) -> str:
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:500]
-
