@@ -598,6 +598,129 @@ def _run_pool(
             worker.stop(kill=worker.clip is not None or not worker.ready)
 
 
+# --- extract on Ray -------------------------------------------------------------
+
+# One crash-proof decoding subprocess per Ray worker process, kept between tasks
+# (starting one costs the decoders' imports). Ray ends the job's worker
+# processes when the driver disconnects; the subprocess then sees EOF and exits.
+_WORKER: dict[str, Any] = {}
+_READY_TIMEOUT = 120.0
+
+
+def _ready_worker(settings: dict[str, Any]) -> Any:
+    key = repr(sorted(settings.items()))
+    worker = _WORKER.get("worker")
+    if worker is not None and _WORKER.get("key") == key and worker.process.poll() is None:
+        return worker
+    if worker is not None:
+        worker.stop(kill=True)
+        _WORKER.clear()
+    for _ in range(3):
+        worker = _Worker(settings)
+        if worker.results.poll(_READY_TIMEOUT):
+            try:
+                if worker.results.recv() == "ready":
+                    worker.ready = True
+                    _WORKER.update(worker=worker, key=key)
+                    return worker
+            except (EOFError, OSError):
+                pass
+        worker.stop(kill=True)
+    import socket
+
+    raise RuntimeError(
+        f"extract worker processes die on start on {socket.gethostname()}; see "
+        f"{Path(settings['output_dir']) / settings.get('worker_log', 'extract_workers.log')}"
+    )
+
+
+def extract_task(clip_id: str, video_path: str, settings: dict[str, Any], timeout: float) -> dict:
+    """One clip in this Ray worker's decoding subprocess; always a record."""
+    clip = Clip(clip_id=clip_id, path=Path(video_path), folder_label=None)
+    worker = _ready_worker(settings)
+    if not worker.assign(clip):  # died while idle: start a fresh one
+        _WORKER.clear()
+        worker = _ready_worker(settings)
+        if not worker.assign(clip):
+            raise RuntimeError("a fresh extract worker process refused its first clip")
+    if worker.results.poll(timeout):
+        try:
+            record = worker.results.recv()
+        except (EOFError, OSError):
+            record = None
+        if record is not None:
+            worker.clip = None
+            return record
+        try:
+            code = worker.process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - still alive after closing its pipe
+            code = None
+        lost = _lost_record(
+            clip,
+            "crashed",
+            f"the decoding process died ({_describe_exit(code)}); "
+            "the file likely crashes the decoder: try another --decoder or re-download it",
+            time.monotonic() - worker.started,
+        )
+    else:
+        lost = _lost_record(
+            clip,
+            "timeout",
+            f"decoding took longer than --timeout {timeout:g} s; "
+            "the process was killed (raise --timeout for long clips)",
+            time.monotonic() - worker.started,
+        )
+    worker.stop(kill=True)
+    _WORKER.clear()
+    return lost
+
+
+def _run_ray(
+    clips: list[Any],
+    config: Any,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """The Ray counterpart of ``extract._run_pool``: same records, same ``emit``."""
+    from kinetics_prep.ray_engine import (
+        TASK_RETRIES,
+        _ray,
+        check_shared_folder,
+        connect,
+        describe_loss,
+        stream,
+    )
+
+    ray = _ray()
+    opened = connect(config.ray_address, num_cpus=config.workers)
+    try:
+        sample = [clips[0].path, clips[-1].path] if clips else []
+        check_shared_folder(config.output_dir, [config.clips, *sample])
+        settings = _settings(config)
+        # Each node appends to its own worker log: one shared append target is unsafe on NFS.
+        settings["worker_log"] = "extract_workers.{host}.log"
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(
+            extract_task
+        )
+        settings_ref = ray.put(settings)
+
+        def submit(clip: Any) -> Any:
+            return task.remote(clip.clip_id, str(clip.path), settings_ref, config.timeout)
+
+        def lost(clip: Any, error: BaseException) -> None:
+            if isinstance(error, ray.exceptions.RayTaskError):
+                record = _lost_record(clip, "failed", describe_loss(error), 0.0)
+                record["reason"] = "bug"
+            else:
+                record = _lost_record(clip, "crashed", describe_loss(error), 0.0)
+            log.warning("%s: %s", clip.clip_id, record["error"])
+            emit(record)
+
+        stream(clips, submit, lambda clip, record: emit(record), lost)
+    finally:
+        if opened:
+            ray.shutdown()
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit code"
@@ -705,9 +828,7 @@ def extract_clips(
         if on_start is not None:
             on_start(len(todo))
         if todo and config.engine == "ray":
-            from kinetics_prep.ray_engine import run_extract
-
-            run_extract(todo, config, emit)
+            _run_ray(todo, config, emit)
         elif todo:
             _run_pool(todo, config, emit)
     summary.seconds = time.monotonic() - started

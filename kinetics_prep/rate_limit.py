@@ -7,7 +7,7 @@ out *reservations*: ``reserve()`` returns how long the caller must wait before
 its request, so callers sleep on their own side and the pacer never blocks.
 ``hold(seconds)`` stops everyone after a 429. The local engine shares one
 pacer between its threads (under a lock); the Ray engine runs it as one named
-actor that every task asks (``kinetics_prep.ray_engine``).
+actor that every task asks (``kinetics_prep.download.youtube``).
 
     >>> clock = iter([0.0, 0.0, 0.0]).__next__
     >>> pacer = RequestPacer(rate=2.0, burst=1, clock=clock)

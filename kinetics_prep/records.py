@@ -111,8 +111,8 @@ def read_latest(path: str | Path, key: str = "clip_id") -> dict[str, dict[str, A
 def sharded_name(name: str, shard_index: int = 0, num_shards: int = 1) -> str:
     """One records file per shard, so K machines never append to one file (unsafe on NFS).
 
-    ``sharded_name("download_results.jsonl", 1, 4)`` is
-    ``"download_results.shard-00001-of-00004.jsonl"``; unsharded runs keep ``name``.
+    ``sharded_name("stage_results.jsonl", 1, 4)`` is
+    ``"stage_results.shard-00001-of-00004.jsonl"``; unsharded runs keep ``name``.
     """
     if num_shards == 1:
         return name

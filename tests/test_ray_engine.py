@@ -22,15 +22,10 @@ import ray
 from typer.testing import CliRunner
 
 from kinetics_prep.cli import app
+from kinetics_prep.download.youtube import DOWNLOAD_TASK_CPUS, _ActorPacer
 from kinetics_prep.extract import FAULT_ENV
 from kinetics_prep.rate_limit import RequestPacer
-from kinetics_prep.ray_engine import (
-    DOWNLOAD_TASK_CPUS,
-    RayEngineError,
-    _ActorPacer,
-    check_shared_folder,
-    stream,
-)
+from kinetics_prep.ray_engine import RayEngineError, check_shared_folder, stream
 from kinetics_prep.synthetic import read_counter, write_counter_clip
 
 CLIPS = [f"c{i:02d}" for i in range(6)]
