@@ -18,6 +18,12 @@ YouTube sources and re-encodes of real footage, where scene cuts add keyframes).
 sets targets for. Usage::
 
     .venv/bin/python benchmarks/bench_extract.py --clips 24 --workers 2 --repeats 3
+
+``--engine ray`` times only the local pool against ``kprep extract --engine ray``
+(a local Ray of ``--workers`` CPUs, started before the clock) and prints each
+one's driver CPU time per record::
+
+    .venv/bin/python benchmarks/bench_extract.py --engine ray --clips 48 --workers 2 --gops 50
 """
 
 from __future__ import annotations
@@ -40,13 +46,20 @@ _KPREP_CHILD = """
 import json, sys, time
 from kinetics_prep.extract import ExtractConfig, extract_clips
 clips, out, workers, decoder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-config = ExtractConfig(clips=clips, output_dir=out, workers=workers, decoder=decoder)
-start = time.perf_counter()
+engine = sys.argv[5] if len(sys.argv) > 5 else "local"
+if engine == "ray":  # the cluster is up before the clock starts, as on a real cluster
+    import ray
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024 * 1024)
+config = ExtractConfig(clips=clips, output_dir=out, workers=workers, decoder=decoder,
+                       engine=engine)
+start, cpu = time.perf_counter(), time.process_time()
 summary = extract_clips(config)
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 from kinetics_prep.records import iter_records
 rss = max(r["worker_peak_rss_mb"] for r in iter_records(config.records_path))
-print(json.dumps({"seconds": seconds, "ok": summary.ok, "worker_rss_mb": rss}))
+print(json.dumps({"seconds": seconds, "ok": summary.ok, "worker_rss_mb": rss,
+                  "driver_cpu_ms_per_record": 1000 * cpu / max(summary.processed, 1)}))
 """
 
 
@@ -61,10 +74,10 @@ def make_clips(folder: Path, count: int, gop: int) -> list[Path]:
     return paths
 
 
-def run_kprep(clips: Path, out: Path, workers: int, decoder: str) -> dict:
+def run_kprep(clips: Path, out: Path, workers: int, decoder: str, engine: str = "local") -> dict:
     shutil.rmtree(out, ignore_errors=True)
     done = subprocess.run(
-        [sys.executable, "-c", _KPREP_CHILD, str(clips), str(out), str(workers), decoder],
+        [sys.executable, "-c", _KPREP_CHILD, str(clips), str(out), str(workers), decoder, engine],
         capture_output=True,
         text=True,
         check=True,
@@ -158,6 +171,29 @@ def bench(clip_dir: Path, paths: list[Path], work: Path, workers: int, repeats: 
     print(f"peak RSS per worker (auto):              {peak:.0f} MB (target <= 200)")
 
 
+def bench_engines(clip_dir: Path, n: int, work: Path, workers: int, repeats: int) -> None:
+    """The local pool and the Ray engine on the same clips and CPUs, interleaved."""
+    local, remote = f"kprep local pool, {workers} workers", f"kprep --engine ray, {workers} CPUs"
+    methods = {
+        local: lambda: run_kprep(clip_dir, work / "kl", workers, "auto"),
+        remote: lambda: run_kprep(clip_dir, work / "kr", workers, "auto", "ray"),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            result = method()
+            assert result["ok"] == n, result
+            runs[name].append(result)
+    rate = {name: n / statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    print(f"{'method':40s} {'clips/s':>8s} {'driver CPU/record':>18s}")
+    for name, rs in runs.items():
+        cpu = statistics.median(r["driver_cpu_ms_per_record"] for r in rs)
+        print(f"{name:40s} {rate[name]:8.2f} {cpu:15.2f} ms")
+    print(
+        f"ray / local pool:                        {rate[remote] / rate[local]:.2f}x (target >= 0.85)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=24, help="number of synthetic clips")
@@ -167,6 +203,12 @@ def main() -> None:
         "--gops", default="250,50", help="keyframe intervals to test (250: x264 default, one GOP)"
     )
     parser.add_argument("--cache", type=Path, default=None, help="keep the clips here")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: only the local pool vs --engine ray (a local Ray of --workers CPUs)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
@@ -177,7 +219,10 @@ def main() -> None:
         clip_dir = cache / f"gop{gop}"
         paths = make_clips(clip_dir, args.clips, gop)
         print(f"\n{len(paths)} clips, 340x256 H.264 10 s 25 fps, keyframe every {gop} frames")
-        bench(clip_dir, paths, work, args.workers, args.repeats)
+        if args.engine == "ray":
+            bench_engines(clip_dir, len(paths), work, args.workers, args.repeats)
+        else:
+            bench(clip_dir, paths, work, args.workers, args.repeats)
     shutil.rmtree(work, ignore_errors=True)
 
 

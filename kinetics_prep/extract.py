@@ -44,6 +44,7 @@ from kinetics_prep.schema import (
 log = logging.getLogger(__name__)
 
 FAILED_STATUSES = ("failed", "timeout", "crashed")
+RAY_SYNC_INTERVAL = 0.2  # seconds between fsyncs of the records with --engine ray
 ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
 # Test-only fault injection, set by tests with monkeypatch (no environment
 # variable or flag, so no production run can turn it on by accident):
@@ -113,6 +114,17 @@ class ExtractConfig:
         default=None,
         metadata={"help": "Kinetics CSV/JSON: labels, times, split.", "default_help": "none"},
     )
+    engine: str = field(
+        default="local",
+        metadata={"help": "local (processes here) | ray (a Ray cluster; kprep[ray])."},
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--engine ray: the Ray cluster to join.",
+            "default_help": "the running one, else a local Ray",
+        },
+    )
 
     def __post_init__(self) -> None:
         self.clips = Path(self.clips)
@@ -163,6 +175,8 @@ class ExtractConfig:
             problems.append(f"--timeout ({self.timeout:g}) must be > 0 seconds")
         if self.annotations is not None and not self.annotations.is_file():
             problems.append(f"--annotations ({str(self.annotations)!r}) is not a file")
+        if self.engine not in ("local", "ray"):
+            problems.append(f"--engine ({self.engine!r}) must be local or ray")
         if problems:
             raise ExtractConfigError("; ".join(problems))
 
@@ -483,7 +497,10 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        log_path = Path(settings["output_dir"]) / "extract_workers.log"
+        import socket
+
+        log_name = settings.get("worker_log", "extract_workers.log")
+        log_path = Path(settings["output_dir"]) / log_name.format(host=socket.gethostname())
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from kinetics_prep.extract import _worker_entry; "
@@ -649,6 +666,129 @@ def _run_pool(
             worker.stop(kill=worker.clip is not None or not worker.ready)
 
 
+# --- extract on Ray -------------------------------------------------------------
+
+# One crash-proof decoding subprocess per Ray worker process, kept between tasks
+# (starting one costs the decoders' imports). Ray ends the job's worker
+# processes when the driver disconnects; the subprocess then sees EOF and exits.
+_WORKER: dict[str, Any] = {}
+_READY_TIMEOUT = 120.0
+
+
+def _ready_worker(settings: dict[str, Any]) -> Any:
+    key = repr(sorted(settings.items()))
+    worker = _WORKER.get("worker")
+    if worker is not None and _WORKER.get("key") == key and worker.process.poll() is None:
+        return worker
+    if worker is not None:
+        worker.stop(kill=True)
+        _WORKER.clear()
+    for _ in range(3):
+        worker = _Worker(settings)
+        if worker.results.poll(_READY_TIMEOUT):
+            try:
+                if worker.results.recv() == "ready":
+                    worker.ready = True
+                    _WORKER.update(worker=worker, key=key)
+                    return worker
+            except (EOFError, OSError):
+                pass
+        worker.stop(kill=True)
+    import socket
+
+    raise RuntimeError(
+        f"extract worker processes die on start on {socket.gethostname()}; see "
+        f"{Path(settings['output_dir']) / settings.get('worker_log', 'extract_workers.log')}"
+    )
+
+
+def extract_task(clip_id: str, video_path: str, settings: dict[str, Any], timeout: float) -> dict:
+    """One clip in this Ray worker's decoding subprocess; always a record."""
+    clip = Clip(clip_id=clip_id, path=Path(video_path), folder_label=None)
+    worker = _ready_worker(settings)
+    if not worker.assign(clip):  # died while idle: start a fresh one
+        _WORKER.clear()
+        worker = _ready_worker(settings)
+        if not worker.assign(clip):
+            raise RuntimeError("a fresh extract worker process refused its first clip")
+    if worker.results.poll(timeout):
+        try:
+            record = worker.results.recv()
+        except (EOFError, OSError):
+            record = None
+        if record is not None:
+            worker.clip = None
+            return record
+        try:
+            code = worker.process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - still alive after closing its pipe
+            code = None
+        lost = _lost_record(
+            clip,
+            "crashed",
+            f"the decoding process died ({_describe_exit(code)}); "
+            "the file likely crashes the decoder: try another --decoder or re-download it",
+            time.monotonic() - worker.started,
+        )
+    else:
+        lost = _lost_record(
+            clip,
+            "timeout",
+            f"decoding took longer than --timeout {timeout:g} s; "
+            "the process was killed (raise --timeout for long clips)",
+            time.monotonic() - worker.started,
+        )
+    worker.stop(kill=True)
+    _WORKER.clear()
+    return lost
+
+
+def _run_ray(
+    clips: list[Any],
+    config: Any,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """The Ray counterpart of ``extract._run_pool``: same records, same ``emit``."""
+    from kinetics_prep.ray_engine import (
+        TASK_RETRIES,
+        _ray,
+        check_shared_folder,
+        connect,
+        describe_loss,
+        stream,
+    )
+
+    ray = _ray()
+    opened = connect(config.ray_address, num_cpus=config.workers)
+    try:
+        sample = [clips[0].path, clips[-1].path] if clips else []
+        check_shared_folder(config.output_dir, [config.clips, *sample])
+        settings = _settings(config)
+        # Each node appends to its own worker log: one shared append target is unsafe on NFS.
+        settings["worker_log"] = "extract_workers.{host}.log"
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(
+            extract_task
+        )
+        settings_ref = ray.put(settings)
+
+        def submit(clip: Any) -> Any:
+            return task.remote(clip.clip_id, str(clip.path), settings_ref, config.timeout)
+
+        def lost(clip: Any, error: BaseException) -> None:
+            if isinstance(error, ray.exceptions.RayTaskError):
+                record = _lost_record(clip, "failed", describe_loss(error), 0.0)
+                record["reason"] = "bug"
+            else:
+                record = _lost_record(clip, "crashed", describe_loss(error), 0.0)
+            log.warning("%s: %s", clip.clip_id, record["error"])
+            emit(record)
+
+        stream(clips, submit, lambda clip, record: emit(record), lost)
+    finally:
+        if opened:
+            ray.shutdown()
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit code"
@@ -736,7 +876,9 @@ def extract_clips(
     if removed:
         log.info("removed %d unfinished frame folders left by an earlier run", removed)
 
-    with RecordWriter(config.records_path) as writer:
+    # Ray: one fsync per RAY_SYNC_INTERVAL, not per record (the driver's ceiling on NFS).
+    sync = RAY_SYNC_INTERVAL if config.engine == "ray" else 0.0
+    with RecordWriter(config.records_path, sync_interval=sync) as writer:
         if config.num_shards == 1:
             _fold_shard_records(previous, read_latest(config.records_path), writer)
 
@@ -753,7 +895,9 @@ def extract_clips(
 
         if on_start is not None:
             on_start(len(todo))
-        if todo:
+        if todo and config.engine == "ray":
+            _run_ray(todo, config, emit)
+        elif todo:
             _run_pool(todo, config, emit)
     summary.seconds = time.monotonic() - started
     return summary

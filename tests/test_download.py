@@ -32,6 +32,7 @@ from kinetics_prep.download import (
     match_clip_name,
     parse_mirror_list,
     parse_rate,
+    read_download_records,
     shard_of,
     video_url,
     youtube_options,
@@ -159,7 +160,7 @@ def invoke(*args: str | Path):
 
 
 def records(out: Path) -> dict[str, dict]:
-    return read_latest(out / "download_results.jsonl")
+    return read_download_records(out)
 
 
 def report(out: Path) -> dict:
@@ -663,11 +664,19 @@ def test_shards_split_the_rows_without_overlap(tmp_path):
             "--output-dir", out, "--num-shards", "3", "--shard-index", str(shard),
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-        seen.append({r["clip_id"] for r in iter_records(out / "download_results.jsonl")})
-    assert len(seen[-1]) == 12
-    assert seen[0] < seen[1] < seen[2]
+        own = out / f"download_results.shard-{shard:05d}-of-00003.jsonl"
+        seen.append([r["clip_id"] for r in iter_records(own)])  # each shard its own file
+    assert not (out / "download_results.jsonl").exists()  # no file two machines append to
+    assert all(seen) and sorted(sum(seen, [])) == sorted(set(sum(seen, [])))  # disjoint
+    assert len(read_download_records(out)) == 12  # merged on read
     assert report(out)["downloaded"] == 12
-    assert len(list(iter_records(out / "download_results.jsonl"))) == 12
+
+    # An unsharded rerun reads every shard's records: nothing is redone.
+    result = invoke(
+        "download", "--annotations", csv, "--source", "local", "--clips", src, "--output-dir", out
+    )
+    assert result.exit_code == 0, result.output
+    assert not list(iter_records(out / "download_results.jsonl"))
 
 
 def test_invalid_rows_become_records_once(tmp_path):
@@ -785,6 +794,8 @@ def test_mirror_shards_split_archives_and_a_final_pass_records_the_missing(tmp_p
         assert (rep["downloaded"], rep["failed"], rep["pending"]) == expected[shard]
     assert all(server.hits(f"/p{i}.tar.gz") == 1 for i in range(4))
     assert records(out)["mirrorclip4_000000_000010"]["reason"] == "not_found"
+    assert not (out / "mirror_archives.jsonl").exists()  # each shard keeps its own state file
+    assert len(list(out.glob("mirror_archives.shard-*-of-00002.jsonl"))) == 2
     result = invoke(*base, "--retry-failed")
     assert result.exit_code == 0, result.output
     assert all(server.hits(f"/p{i}.tar.gz") == 1 for i in range(4))  # nothing fetched again

@@ -27,7 +27,7 @@ def version() -> None:
 
 def make_app() -> typer.Typer:
     """A new app holding `version` and the data commands."""
-    from kinetics_prep.cli import download, extract, manifest, manifest_import
+    from kinetics_prep.cli import doctor, download, extract, manifest, manifest_import
 
     app = typer.Typer(
         name="kprep",
@@ -37,7 +37,7 @@ def make_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.command()(version)
-    for module in (download, extract, manifest, manifest_import):
+    for module in (download, extract, manifest, manifest_import, doctor):
         module.register(app)
     return app
 

@@ -36,6 +36,7 @@ def download(values: dict[str, Any]) -> None:
     """Fetch the clips of an annotation file into OUT/clips, one status record per row."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from kinetics_prep.cli.extract import _RateColumn
     from kinetics_prep.download import download as run_download
 
     config = DownloadConfig(**values)
@@ -43,6 +44,7 @@ def download(values: dict[str, Any]) -> None:
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,

@@ -23,7 +23,7 @@ from kinetics_prep.download.plan import (
     shard_of,
 )
 from kinetics_prep.download.report import build_report
-from kinetics_prep.download.run import download
+from kinetics_prep.download.run import download, read_download_records
 from kinetics_prep.download.youtube import (
     classify_error,
     format_selector,
@@ -51,6 +51,7 @@ __all__ = [
     "match_clip_name",
     "parse_mirror_list",
     "parse_rate",
+    "read_download_records",
     "shard_of",
     "video_url",
     "youtube_options",

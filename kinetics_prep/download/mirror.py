@@ -35,7 +35,7 @@ from kinetics_prep.download.plan import (
 )
 from kinetics_prep.download.report import clip_record
 from kinetics_prep.errors import ArchiveError
-from kinetics_prep.records import RecordWriter, read_latest
+from kinetics_prep.records import RecordWriter, read_merged, sharded_name
 from kinetics_prep.schema import CLIPS_DIR, MIRROR_ARCHIVES_NAME, VIDEO_SUFFIXES, is_video_file
 
 log = logging.getLogger(__name__)
@@ -311,8 +311,8 @@ def run_mirror(
         config.mirror_urls.read_text(encoding="utf-8"), allow_file=config.allow_file_urls
     )
     out = config.output_dir
-    state_path = out / MIRROR_ARCHIVES_NAME
-    state = read_latest(state_path, key="url")
+    state_path = out / sharded_name(MIRROR_ARCHIVES_NAME, config.shard_index, config.num_shards)
+    state = read_merged(out, MIRROR_ARCHIVES_NAME, key="url")
     by_clip, by_youtube = wanted_indexes(todo)
     pending = set(by_clip)
 
@@ -366,11 +366,13 @@ def run_mirror(
                     )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+            summary["finished_at"] = round(time.time(), 6)
             state_writer.write(summary)
             state[summary["url"]] = summary
             archives.append(summary)
 
     # Missing rows are only final once every archive has been read (all shards).
+    state = {**read_merged(out, MIRROR_ARCHIVES_NAME, key="url"), **state}
     all_read = all(state.get(url, {}).get("status") in ("ok", "failed") for url, _ in entries)
     if config.num_shards == 1 or all_read:
         failed_urls = [url for url, _ in entries if state.get(url, {}).get("status") == "failed"]

@@ -90,6 +90,20 @@ class DownloadConfig:
         default=False,
         metadata={"help": "mirror: keep the .tar.gz files.", "flags": ("--keep-archives",)},
     )
+    requests_per_second: float | None = field(
+        default=None,
+        metadata={"help": "youtube: request starts per second for the whole job or cluster."},
+    )
+    engine: str = field(
+        default="local", metadata={"help": "local (threads here) | ray (youtube on a Ray cluster)."}
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--engine ray: the Ray cluster to join.",
+            "default_help": "the running one, else a local Ray",
+        },
+    )
     url_template: str | None = field(
         default=None,
         metadata={
@@ -180,6 +194,18 @@ class DownloadConfig:
                 problems.append(f"{flag} ({value}) must be > 0")
         if self.url_template is not None and "{youtube_id}" not in self.url_template:
             problems.append(f"--url-template ({self.url_template!r}) must contain {{youtube_id}}")
+        if self.requests_per_second is not None and not self.requests_per_second > 0:
+            problems.append(
+                f"--requests-per-second ({self.requests_per_second:g}) must be > 0"
+            )
+        if self.engine not in ("local", "ray"):
+            problems.append(f"--engine ({self.engine!r}) must be local or ray")
+        elif self.engine == "ray" and self.source != "youtube":
+            problems.append(
+                f"--engine ray runs --source youtube; --source {self.source} is disk-bound on "
+                "the machine that holds the files: use --engine local there (--num-shards "
+                "splits it over machines)"
+            )
         if problems:
             raise DownloadConfigError("; ".join(problems))
 

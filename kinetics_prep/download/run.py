@@ -2,8 +2,9 @@
 
 Three sources fill the same folder and write the same records:
 :mod:`~kinetics_prep.download.youtube`, :mod:`~kinetics_prep.download.mirror`
-and :mod:`~kinetics_prep.download.local`. ``OUT/download_results.jsonl`` gets
-one record per annotation row (see ``docs/download.md``); a rerun skips
+and :mod:`~kinetics_prep.download.local`. ``OUT/download_results.jsonl`` (one
+``download_results.shard-<i>-of-<k>.jsonl`` per shard when sharded, merged on
+read by :func:`read_download_records`) gets one record per annotation row (see ``docs/download.md``); a rerun skips
 finished clips, ``retry_failed`` redoes only failures. Every file lands under a
 temp name first and is renamed into place, so a killed run leaves nothing a
 rerun mistakes for a finished clip.
@@ -15,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kinetics_prep.annotations import ClipRow, read_annotations
@@ -24,7 +26,7 @@ from kinetics_prep.download.plan import DownloadConfig, plan_rows, present_clips
 from kinetics_prep.download.report import build_report, clip_record, record_invalid_rows
 from kinetics_prep.download.youtube import run_youtube
 from kinetics_prep.fileio import atomic_write_json
-from kinetics_prep.records import RecordWriter, read_latest
+from kinetics_prep.records import RecordWriter, read_merged, sharded_name
 from kinetics_prep.schema import (
     CLIPS_DIR,
     DOWNLOAD_RECORDS_NAME,
@@ -34,6 +36,11 @@ from kinetics_prep.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def read_download_records(out: str | Path) -> dict[str, dict[str, Any]]:
+    """The latest record per clip across ``download_results.jsonl`` and every shard's file."""
+    return read_merged(out, DOWNLOAD_RECORDS_NAME)
 
 
 def download(
@@ -52,22 +59,25 @@ def download(
     clips = out / CLIPS_DIR
     clips.mkdir(parents=True, exist_ok=True)
     write_label_map(out / LABEL_MAP_NAME, ann.labels)
-    results = out / DOWNLOAD_RECORDS_NAME
-    latest = read_latest(results)
+    results = out / sharded_name(DOWNLOAD_RECORDS_NAME, config.shard_index, config.num_shards)
+    latest = read_download_records(out)
     present = present_clips(clips)
 
     started = time.monotonic()
     counts: Counter[str] = Counter()
-    with RecordWriter(results) as writer:
+    sync = 0.2 if config.engine == "ray" else 0.0  # grouped fsyncs: one driver, many nodes
+    with RecordWriter(results, sync_interval=sync) as writer:
 
         def emit(record: dict[str, Any]) -> None:
+            record["finished_at"] = round(time.time(), 6)  # newest wins when shard files merge
             writer.write(record)
             latest[str(record["clip_id"])] = record
             counts[record["status"]] += 1
             if on_record is not None:
                 on_record(record)
 
-        record_invalid_rows(writer, ann.errors, results)
+        if config.shard_index == 0:  # once, not once per shard
+            record_invalid_rows(writer, ann.errors, results)
         plan = plan_rows(ann.rows, latest, present, config)
         todo = _adopt_present(plan.todo, present, config, emit)
         if on_start is not None:

@@ -8,6 +8,7 @@ retried with backoff.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -159,6 +160,11 @@ def youtube_options(
         options["proxy"] = config.proxy
     if config.rate_limit:
         options["ratelimit"] = parse_rate(config.rate_limit)
+    from kinetics_prep.youtube_tools import js_runtime_options
+
+    runtimes = js_runtime_options()  # the deno binary of kprep's install, off PATH or not
+    if runtimes:
+        options["js_runtimes"] = runtimes
     return options
 
 
@@ -184,8 +190,16 @@ def run_youtube(
     emit: Callable[[dict[str, Any]], None],
     sleep: Callable[[float], None],
 ) -> None:
+    if config.engine == "ray":
+        run_youtube_download(todo, config, emit)
+        return
+    pacer = None
+    if config.requests_per_second:
+        from kinetics_prep.rate_limit import RequestPacer
+
+        pacer = RequestPacer(config.requests_per_second)
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        futures = [pool.submit(_youtube_clip, row, config, sleep) for row in todo]
+        futures = [pool.submit(_youtube_clip, row, config, sleep, pacer) for row in todo]
         try:
             for future in as_completed(futures):
                 emit(future.result())
@@ -196,19 +210,30 @@ def run_youtube(
 
 
 def _youtube_clip(
-    row: ClipRow, config: DownloadConfig, sleep: Callable[[float], None]
+    row: ClipRow, config: DownloadConfig, sleep: Callable[[float], None], pacer: Any = None
 ) -> dict[str, Any]:
-    """One clip with retries of transient failures; always returns a record."""
+    """One clip with retries of transient failures; always returns a record.
+
+    ``pacer`` (a :class:`~kinetics_prep.rate_limit.RequestPacer` or its Ray
+    actor's stand-in) spaces request starts across the whole job and is told
+    to hold everyone when the server says 429.
+    """
     started = time.monotonic()
     delays = backoff_delays(config.retries, config.backoff)
     attempt = 0
     while True:
         attempt += 1
+        if pacer is not None:
+            wait = pacer.reserve()
+            if wait > 0:
+                sleep(wait)
         try:
             path = _youtube_fetch(row, config)
         except Exception as exc:  # yt-dlp raises many kinds; each becomes a record
             message = _one_line(str(exc)) or type(exc).__name__
             reason = classify_error(message, exc)
+            if reason == "rate_limited" and pacer is not None and attempt <= len(delays):
+                pacer.hold(delays[attempt - 1])
             if reason in TRANSIENT_REASONS and attempt <= len(delays):
                 log.info("%s: %s, retrying in %.1fs", row.clip_id, reason, delays[attempt - 1])
                 sleep(delays[attempt - 1])
@@ -279,3 +304,104 @@ def _youtube_fetch(row: ClipRow, config: DownloadConfig) -> Path:
 
 def _one_line(text: str) -> str:
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:500]
+
+
+# --- download on Ray --------------------------------------------------------------
+
+DOWNLOAD_TASK_CPUS = 0.25  # network-bound: four downloads per CPU
+PACER_NAME = "kprep-youtube-pacer"  # one per cluster: concurrent kprep jobs share the budget
+
+
+class _ActorPacer:
+    """The :class:`~kinetics_prep.rate_limit.RequestPacer` interface over its Ray actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def reserve(self) -> float:
+        from kinetics_prep.ray_engine import _ray
+
+        return float(_ray().get(self.handle.reserve.remote()))
+
+    def hold(self, seconds: float) -> None:
+        self.handle.hold.remote(seconds)
+
+
+@functools.cache
+def _warm_ytdlp() -> None:
+    """Pay yt-dlp's first-use costs (imports, extractor list, JS runtime probe) once per
+    Ray worker, before its first pacer slot, so a slot and its request stay close."""
+    from yt_dlp import YoutubeDL
+
+    from kinetics_prep.youtube_tools import js_runtime_options
+
+    with YoutubeDL({"quiet": True, "js_runtimes": js_runtime_options()}) as ydl:
+        ydl.get_info_extractor("Generic")
+        ydl.get_info_extractor("Youtube")
+
+
+def youtube_task(row: Any, config: Any, pacer: Any) -> dict[str, Any]:
+    """One clip, as the local engine does it (retries, backoff, classification)."""
+    _warm_ytdlp()
+    return _youtube_clip(row, config, time.sleep, _ActorPacer(pacer) if pacer else None)
+
+
+def run_youtube_download(
+    rows: list[Any], config: Any, emit: Callable[[dict[str, Any]], None]
+) -> None:
+    """``--source youtube --engine ray``: one small task per clip, one request budget.
+
+    With ``--requests-per-second`` every task asks the cluster's one pacer
+    actor (named ``kprep-youtube-pacer``) for a slot before each request, so
+    the cap holds for the whole cluster; a 429 anywhere holds everyone.
+    """
+    from kinetics_prep.ray_engine import (
+        TASK_RETRIES,
+        WINDOW_PER_CPU,
+        _ray,
+        check_shared_folder,
+        cluster_cpus,
+        connect,
+        describe_loss,
+        stream,
+    )
+
+    ray = _ray()
+    opened = connect(config.ray_address)
+    try:
+        inputs = [config.cookies] if config.cookies is not None else []
+        check_shared_folder(config.output_dir, inputs)
+        pacer, created = None, False
+        if config.requests_per_second:
+            from kinetics_prep.rate_limit import RequestPacer
+
+            try:
+                pacer = ray.get_actor(PACER_NAME)  # another kprep job's: share its budget
+            except ValueError:
+                actor = ray.remote(num_cpus=0)(RequestPacer)
+                pacer = actor.options(name=PACER_NAME, get_if_exists=True).remote(
+                    config.requests_per_second
+                )
+                created = True
+        task = ray.remote(
+            num_cpus=DOWNLOAD_TASK_CPUS, max_retries=TASK_RETRIES, retry_exceptions=False
+        )(youtube_task)
+        config_ref = ray.put(config)
+
+        def lost(row: Any, error: BaseException) -> None:
+            message = describe_loss(error)
+            log.warning("%s: %s", row.clip_id, message)
+            emit(clip_record(row, "youtube", reason="other", error=message))
+
+        stream(
+            rows,
+            lambda row: task.remote(row, config_ref, pacer),
+            lambda row, record: emit(record),
+            lost,
+            window=lambda: int(WINDOW_PER_CPU * cluster_cpus() / DOWNLOAD_TASK_CPUS),
+        )
+        if created:
+            ray.kill(pacer)
+    finally:
+        if opened:
+            ray.shutdown()
