@@ -1,7 +1,7 @@
 """`kprep extract --engine ray` on a real local Ray (loopback, 2 CPUs), no mocks.
 
 Faults are injected the way tests/test_extract_faults.py does it
-(KPREP_EXTRACT_FAULT, read by the driver and handed to the decoding
+(the test-only fault spec, read by the driver and handed to the decoding
 subprocess inside each Ray worker), so a Ray worker sees a real SIGSEGV or hang.
 Frames are checked by their barcodes (kinetics_prep.synthetic).
 """
@@ -21,9 +21,9 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
+from kinetics_prep import extract as extract_module
 from kinetics_prep.cli import app
 from kinetics_prep.download.youtube import DOWNLOAD_TASK_CPUS, _ActorPacer
-from kinetics_prep.extract import FAULT_ENV
 from kinetics_prep.rate_limit import RequestPacer
 from kinetics_prep.ray_engine import RayEngineError, check_shared_folder, stream
 from kinetics_prep.synthetic import read_counter, write_counter_clip
@@ -108,7 +108,7 @@ def test_segfault_and_hang_in_a_ray_worker_then_resume_on_the_local_engine(
     local_ray, six_clips, tmp_path, monkeypatch
 ):
     out = tmp_path / "out"
-    monkeypatch.setenv(FAULT_ENV, "crash:c02,hang:c04")
+    monkeypatch.setattr(extract_module, "_TEST_FAULTS", "crash:c02,hang:c04")
     output = extract("--clips", six_clips, "--output-dir", out, "--engine", "ray", "--timeout", "4")
     records = lines(out)
     assert sorted(r["clip_id"] for r in records) == CLIPS
@@ -122,7 +122,7 @@ def test_segfault_and_hang_in_a_ray_worker_then_resume_on_the_local_engine(
     assert not (out / "frames" / "c02").exists()
 
     # The local engine picks the run up: only the two failures are redone.
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.setattr(extract_module, "_TEST_FAULTS", "")
     before = mtimes(out)
     extract("--clips", six_clips, "--output-dir", out, "--retry-failed")
     redone = lines(out)[len(records) :]
@@ -137,11 +137,11 @@ def test_a_local_run_resumes_on_ray_without_redoing_finished_clips(
     local_ray, six_clips, tmp_path, monkeypatch
 ):
     out = tmp_path / "out"
-    monkeypatch.setenv(FAULT_ENV, "crash:c00,crash:c03")
+    monkeypatch.setattr(extract_module, "_TEST_FAULTS", "crash:c00,crash:c03")
     extract("--clips", six_clips, "--output-dir", out, "--workers", "2")
     first = lines(out)
     assert {r["clip_id"] for r in first if r["status"] == "crashed"} == {"c00", "c03"}
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.setattr(extract_module, "_TEST_FAULTS", "")
     before = mtimes(out)
     extract("--clips", six_clips, "--output-dir", out, "--engine", "ray", "--retry-failed")
     redone = lines(out)[len(first) :]
