@@ -20,7 +20,12 @@ def subset(values: dict[str, Any]) -> None:
     from kinetics_prep.subset import build_subset
 
     command = shlex.join(["kprep", *sys.argv[1:]]) if sys.argv[1:2] == ["subset"] else None
+    from kinetics_prep.paths import check_output
+
     config = SubsetConfig(**values)
+    inputs = {"--annotations": config.annotations, "--classes-file": config.classes_file}
+    check_output(config.output, "--output", kind="file", inputs=inputs)
+    check_output(config.output.with_suffix(".subset.json"), "--output", kind="file", inputs=inputs)
     summary = build_subset(config, command=command)
     console.print(
         f"wrote {summary['rows']} rows ({summary['classes']} classes, "
@@ -37,8 +42,12 @@ def download(values: dict[str, Any]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from kinetics_prep.download import download as run_download
+    from kinetics_prep.paths import check_output
 
     config = DownloadConfig(**values)
+    check_output(
+        config.output_dir, "--output-dir", kind="dir", inputs={"--annotations": config.annotations}
+    )
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -39,8 +39,15 @@ def extract(values: dict[str, Any]) -> None:
     )
 
     from kinetics_prep.extract import extract_clips
+    from kinetics_prep.paths import check_output
 
     config = ExtractConfig(**values)
+    check_output(
+        config.output_dir,
+        "--output-dir",
+        kind="dir",
+        inputs={"--clips": config.clips, "--annotations": config.annotations},
+    )
     progress = Progress(
         TextColumn("extract"),
         BarColumn(),

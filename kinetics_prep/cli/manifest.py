@@ -58,6 +58,7 @@ def build_manifest(
             fail(f"--prompt-file {str(prompt_file)!r} cannot be read ({error.strerror})")
         prompts += parse_prompts(text, source=f"--prompt-file {prompt_file}")
     config = ManifestConfig(**values, prompts=prompts or [DEFAULT_PROMPT])
+    _check_manifest_outputs(config, prompt_file)
     summary = build(config)
 
     table = Table(title=f"kprep build-manifest: {config.output}")
@@ -72,6 +73,27 @@ def build_manifest(
     console.print(table)
     for path in summary.outputs:
         console.print(f"wrote {path}", highlight=False)
+
+
+def _check_manifest_outputs(config: ManifestConfig, prompt_file: Path | None) -> None:
+    """Every file build-manifest writes, checked before it reads a frame."""
+    from kinetics_prep.paths import check_output
+    from kinetics_prep.schema import SPLITS
+
+    inputs: dict[str, Any] = {
+        "--frames-dir": config.frames_dir,
+        "--annotations": config.annotations,
+        "--prompt-file": prompt_file,
+    }
+    for name in ("captions", "label_map", "labels"):
+        value = getattr(config, name, None)
+        if isinstance(value, str | Path):
+            inputs[f"--{name.replace('_', '-')}"] = value
+    files = [config.output, config.label_map_path, config.report_path]
+    files += [config.split_path(split) for split in SPLITS]
+    for path in files:
+        check_output(path, "--output", kind="file", inputs=inputs)
+    check_output(config.arrow_dir, "--output", kind="dir", inputs=inputs)
 
 
 _DATASET = inspect.Parameter(
@@ -150,6 +172,9 @@ def push(values: dict[str, Any], dataset: Path, repo_id: str) -> None:
     options = PushOptions(**values)
     dry_run = options.dry_run
     if dry_run is not None:
+        from kinetics_prep.paths import check_output
+
+        check_output(dry_run, "--dry-run", kind="dir", inputs={"DATASET": dataset})
         staged = stage_upload(dataset, dry_run, repo_id=repo_id)
     else:
         result = push_dataset(dataset, repo_id, private=options.private, token=options.token)

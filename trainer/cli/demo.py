@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from kinetics_prep.cli.common import console, fail, run_command
+from trainer.cli.stack import require_training_stack
 
 
 def demo(
@@ -34,6 +36,11 @@ def demo(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Prove on a CPU that kprep's pipeline teaches Gemma 4 to read frame order."""
+    require_training_stack("demo")
+    from kinetics_prep.paths import check_output
+
+    with run_command():
+        check_output(output_dir, "--output-dir", kind="dir")
     import logging
 
     logging.basicConfig(
@@ -65,7 +72,7 @@ def demo(
         )
 
         def on_stage(name: str, message: str) -> None:
-            console.print(f"[bold]{name:>8}[/] {message}", highlight=False)
+            console.print(f"[bold]{escape(name):>8}[/] {escape(message)}", highlight=False)
 
         console.print(f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)")
         with _progress() as bar:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from kinetics_prep.cli.common import console, fail, run_command
+from trainer.cli.stack import require_training_stack
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -128,7 +129,22 @@ def eval_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     """Held-out top-1 (generation) and top-1/top-5 (likelihood ranking) accuracy."""
+    require_training_stack("eval")
     _setup_logging(verbose)
+    if output is not None:
+        from kinetics_prep.paths import check_output, local_path
+        from kinetics_prep.schema import label_map_path
+
+        inputs = {
+            "--data-path": data_path,
+            "--label-map": label_map or label_map_path(data_path),
+            "--adapter": adapter,
+            "--model-id": local_path(model_id),
+            "--image-folder": image_folder,
+        }
+        with run_command():
+            check_output(output, "--output", kind="file", inputs=inputs)
+            check_output(output.with_suffix(".md"), "--output", kind="file", inputs=inputs)
     try:
         from trainer.evaluate import EvalConfig, evaluate
         from trainer.report import markdown_table
@@ -193,6 +209,7 @@ def predict(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     """Name the action in one clip, with the sampling and prompt used in training."""
+    require_training_stack("predict")
     _setup_logging(verbose)
     try:
         from trainer.predict import PredictConfig
@@ -238,7 +255,22 @@ def merge(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     """Merge a LoRA adapter into its base (safetensors) and write a model card."""
+    require_training_stack("merge")
     _setup_logging(verbose)
+    from kinetics_prep.paths import check_output, local_path
+
+    with run_command():
+        check_output(
+            output,
+            "--output",
+            kind="dir",
+            inputs={
+                "--adapter": adapter,
+                "--model-id": local_path(model_id),
+                "--eval-report": eval_report,
+            },
+            contain_inputs=False,
+        )
     try:
         from trainer.merge import merge as run_merge
     except ImportError as exc:

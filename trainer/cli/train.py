@@ -18,12 +18,26 @@ import typer
 
 from kinetics_prep.cli.common import console, fail, run_command
 from kinetics_prep.cli.flags import config_parameters
+from kinetics_prep.paths import check_output, local_path
+from trainer.cli.stack import require_training_stack
 from trainer.config import TrainConfig
 
 
 def _train_command(config: Path | None = None, **flags: Any) -> None:
     with run_command():
         cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
+        check_output(
+            cfg.output_dir,
+            "--output-dir",
+            kind="dir",
+            inputs={
+                "--data-path": cfg.data_path,
+                "--image-folder": cfg.image_folder,
+                "--model-id": local_path(cfg.model_id),
+                "--config": config,
+            },
+            contain_inputs=False,
+        )
     if (cfg.num_gpus or cfg.hostfile) and "LOCAL_RANK" not in os.environ:
         from trainer.train import launcher_command, write_resolved_config
 
@@ -38,11 +52,10 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
 
     import logging
 
+    require_training_stack("train")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        from trainer.train import train
-    except ImportError as exc:
-        fail(f"training needs the training stack ({exc.name} missing): pip install -e '.[train]'")
+    from trainer.train import train
+
     with run_command():  # a KprepError is one line and exit 2; anything else is a bug
         summary = train(cfg)
     if summary:

@@ -1,0 +1,204 @@
+"""Issue 12: every command fails cleanly (one line, exit 2), never writes over an input,
+checks its outputs before working, and never reports success for a run that did nothing.
+
+Each test drives the real `kprep` app (``trainer.cli.app``) through Typer's CliRunner,
+or a subprocess where the interpreter itself must differ (no torch installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainer.cli import app
+from trainer.tiny import tiny_model_path, write_synthetic_manifest
+
+runner = CliRunner()
+TINY = str(tiny_model_path())
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(result, *needles: str) -> str:
+    """Exit 2, no traceback, one `error:` line holding every needle."""
+    out = result.output
+    assert result.exit_code == 2, out
+    assert result.exception is None or isinstance(result.exception, SystemExit), out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out
+    for needle in needles:
+        assert needle in errors[0], out
+    return errors[0]
+
+
+@pytest.fixture
+def csv_file(tmp_path) -> Path:
+    path = tmp_path / "ann.csv"
+    path.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "tai chi,aaaaaaaaaaa,0,10,val\n"
+        "tai chi,bbbbbbbbbbb,0,10,val\n"
+        "juggling balls,ccccccccccc,0,10,val\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    return write_synthetic_manifest(folder, num_samples=4, size=32)
+
+
+# ---------------------------------------------------------------- output paths, before any work
+
+
+@pytest.mark.parametrize(
+    "make_output, needle",
+    [
+        (lambda tmp, csv: tmp / "folder", "is a folder"),
+        (lambda tmp, csv: csv / "out.csv", "sits under a file"),
+        (lambda tmp, csv: csv, "same path as --annotations"),
+        (lambda tmp, csv: Path("/proc/kprep/out.csv"), "not writable"),
+    ],
+    ids=["folder", "under-file", "is-input", "read-only"],
+)
+def test_subset_output_checked_before_work(tmp_path, csv_file, make_output, needle):
+    (tmp_path / "folder").mkdir()
+    before = csv_file.read_bytes()
+    output = make_output(tmp_path, csv_file)
+    result = runner.invoke(app, ["subset", "--annotations", str(csv_file), "-o", str(output)])
+    _one_line_error(result, "--output", needle)
+    assert csv_file.read_bytes() == before
+
+
+def test_download_output_dir_that_is_a_file(tmp_path, csv_file):
+    target = tmp_path / "clips_here"
+    target.write_text("mine", encoding="utf-8")
+    result = runner.invoke(
+        app, ["download", "--annotations", str(csv_file), "--output-dir", str(target)]
+    )
+    _one_line_error(result, "--output-dir", "not a folder")
+    assert target.read_text(encoding="utf-8") == "mine"
+
+
+def test_build_manifest_output_under_a_file(tmp_path):
+    (tmp_path / "frames").mkdir()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x", encoding="utf-8")
+    result = runner.invoke(
+        app,
+        [
+            "build-manifest",
+            "--frames-dir",
+            str(tmp_path),
+            "--output",
+            str(blocker / "kinetic_3K.json"),
+        ],
+    )
+    _one_line_error(result, "--output", "sits under a file")
+
+
+def test_push_dry_run_into_a_file(tmp_path):
+    target = tmp_path / "staged"
+    target.write_text("mine", encoding="utf-8")
+    dataset = tmp_path / "k_arrow"
+    dataset.mkdir()
+    result = runner.invoke(app, ["push", str(dataset), "me/x", "--dry-run", str(target)])
+    _one_line_error(result, "--dry-run", "not a folder")
+    assert target.read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.parametrize("which", ["manifest", "label_map", "folder"])
+def test_eval_output_is_checked_before_evaluating(manifest, tmp_path, which):
+    pytest.importorskip("torch")
+    label_map = manifest.with_name("label_map.json")
+    label_map.write_text(json.dumps({"moving left": 0, "moving right": 1}), encoding="utf-8")
+    target = {"manifest": manifest, "label_map": label_map, "folder": tmp_path}[which]
+    before = {p: p.read_bytes() for p in (manifest, label_map)}
+    result = runner.invoke(
+        app,
+        ["eval", "--data-path", str(manifest), "--model-id", TINY, "-o", str(target)],
+    )
+    _one_line_error(result, "--output")
+    assert "evaluat" not in result.output.split("error:")[0].lower()
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_merge_output_equal_to_adapter_is_refused(tmp_path):
+    pytest.importorskip("torch")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["merge", "--adapter", str(adapter), "--output", str(adapter)])
+    _one_line_error(result, "--output", "--adapter")
+    assert (adapter / "adapter_config.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_train_output_dir_holding_the_data_is_refused(manifest):
+    pytest.importorskip("torch")
+    readme = manifest.parent / "README.md"
+    readme.write_text("my notes", encoding="utf-8")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model-id",
+            TINY,
+            "--data-path",
+            str(manifest),
+            "--output-dir",
+            str(manifest.parent),
+        ],
+    )
+    _one_line_error(result, "--output-dir", "--data-path")
+    assert readme.read_text(encoding="utf-8") == "my notes"
+
+
+def test_demo_output_dir_that_is_a_file(tmp_path):
+    pytest.importorskip("torch")
+    target = tmp_path / "demo"
+    target.write_text("mine", encoding="utf-8")
+    result = runner.invoke(app, ["demo", "--output-dir", str(target)])
+    _one_line_error(result, "--output-dir", "not a folder")
+
+
+# ---------------------------------------------------------------- data-only install
+
+_NO_TORCH = (
+    "import sys; sys.modules['torch'] = None; "
+    "from trainer.cli import main; sys.argv = ['kprep', *sys.argv[1:]]; main()"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--model-id", "m", "--data-path", "d.json", "--output-dir", "OUT/run"],
+        ["eval", "--model-id", "m", "--data-path", "d.json"],
+        ["predict", "clip.mp4"],
+        ["merge", "--adapter", "a", "--output", "OUT/merged"],
+        ["demo", "--output-dir", "OUT/demo"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_data_only_install_names_the_training_extra(tmp_path, argv):
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "pip install -e '.[train]'" in proc.stderr, proc.stderr
+    assert "torch" in proc.stderr
