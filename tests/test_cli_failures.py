@@ -7,7 +7,6 @@ or a subprocess where the interpreter itself must differ (no torch installed).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kinetics_prep.schema import LABEL_MAP_NAME, write_label_map
 from trainer.cli import app
 from trainer.tiny import tiny_model_path, write_synthetic_manifest
 
@@ -53,7 +53,9 @@ def csv_file(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
-    return write_synthetic_manifest(folder, num_samples=4, size=32)
+    path = write_synthetic_manifest(folder, num_samples=4, size=32)
+    write_label_map(path.with_name(LABEL_MAP_NAME), ["moving left", "moving right"])
+    return path
 
 
 # ---------------------------------------------------------------- output paths, before any work
@@ -119,7 +121,6 @@ def test_push_dry_run_into_a_file(tmp_path):
 def test_eval_output_is_checked_before_evaluating(manifest, tmp_path, which):
     pytest.importorskip("torch")
     label_map = manifest.with_name("label_map.json")
-    label_map.write_text(json.dumps({"moving left": 0, "moving right": 1}), encoding="utf-8")
     target = {"manifest": manifest, "label_map": label_map, "folder": tmp_path}[which]
     before = {p: p.read_bytes() for p in (manifest, label_map)}
     result = runner.invoke(
@@ -202,3 +203,47 @@ def test_data_only_install_names_the_training_extra(tmp_path, argv):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "pip install -e '.[train]'" in proc.stderr, proc.stderr
     assert "torch" in proc.stderr
+
+
+# ---------------------------------------------------------------- one line instead of a traceback
+
+
+def test_malformed_yaml_config_is_one_line(tmp_path, manifest):
+    pytest.importorskip("torch")
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model_id: [unclosed\nlearning_rate: 1e-4\n", encoding="utf-8")
+    result = runner.invoke(
+        app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run")]
+    )
+    _one_line_error(result, "recipe.yaml", "not valid YAML", "line")
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("model", ["missing-folder", "hub-offline"])
+def test_missing_or_unreachable_model_id_is_one_line(tmp_path, manifest, monkeypatch, command, model):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    model_id = str(tmp_path / "no" / "such") if model == "missing-folder" else "kprep-test/absent"
+    argv = [command, "--model-id", model_id, "--data-path", str(manifest)]
+    if command == "train":
+        argv += ["--output-dir", str(tmp_path / "run"), "--max-steps", "1"]
+    result = runner.invoke(app, argv)
+    line = _one_line_error(result, "--model-id", model_id)
+    assert ("no such folder" in line) == (model == "missing-folder"), line
+    assert not (tmp_path / "run" / "training_summary.json").exists()
+
+
+def test_predict_bad_frames_and_short_side_are_one_line(tmp_path):
+    pytest.importorskip("torch")
+    frames = tmp_path / "frames" / "clip"
+    frames.mkdir(parents=True)
+    for k in range(1, 5):
+        (frames / f"frame_{k}.jpg").write_text("not a jpeg", encoding="utf-8")
+    labels = tmp_path / LABEL_MAP_NAME
+    write_label_map(labels, ["moving left", "moving right"])
+    base = ["predict", str(frames), "--model-id", TINY, "--label-map", str(labels)]
+    result = runner.invoke(app, base)
+    _one_line_error(result, "frame_1.jpg", "not a readable image")
+    result = runner.invoke(app, [*base, "--short-side", "0"])
+    _one_line_error(result, "--short-side (0)")

@@ -292,7 +292,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:  # not a ValueError: one line naming the spot
+                where = getattr(exc, "problem_mark", None)
+                at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"config file {path} is not valid YAML{at} ({problem}): fix it and rerun"
+                ) from None
         elif path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
@@ -300,7 +308,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (ValueError, ImportError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} does not parse: {detail}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

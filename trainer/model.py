@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ModelLoadError, TrainError
+from trainer.errors import TrainError, model_load_error
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,10 @@ def lora_target_names(model, pattern: str) -> list[str]:
 def load_processor(model_id: str, *, max_soft_tokens: int | None = None):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_id)
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        raise model_load_error("--model-id", str(model_id), exc) from exc
     if max_soft_tokens:
         processor.image_processor.max_soft_tokens = max_soft_tokens
         processor.video_processor.max_soft_tokens = max_soft_tokens
@@ -99,10 +102,7 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
                 config.model_id, dtype=dtype, attn_implementation=config.attn_implementation
             )
         except OSError as exc:
-            raise ModelLoadError(
-                f"--model-id {config.model_id!r} could not be loaded ({exc}); pass a local folder "
-                "or a Hub id you can reach"
-            ) from exc
+            raise model_load_error("--model-id", str(config.model_id), exc) from exc
     model.config.use_cache = False
     info = ModelInfo(dtype=device_dtype)
     train_vision = config.image_encoder_lr > 0

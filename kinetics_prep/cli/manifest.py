@@ -34,7 +34,12 @@ _PROMPT_FLAGS = [
     inspect.Parameter(
         "prompt_file",
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, "--prompt-file", help="Prompts, one per line (or a JSON list)."),
+        default=typer.Option(
+            None,
+            "--prompt-file",
+            help="Prompts, one per line (or a JSON list).",
+            show_default="none",
+        ),
         annotation=Path | None,
     ),
 ]

@@ -33,7 +33,9 @@ def demo(
         1, "--torch-threads", help="CPU threads for torch (1 suits the tiny model best)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the clips, the split and training."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show library logs.", show_default="off"
+    ),
 ) -> None:
     """Prove on a CPU that kprep's pipeline teaches Gemma 4 to read frame order."""
     require_training_stack("demo")

@@ -74,6 +74,7 @@ def _build_signature() -> inspect.Signature:
             None,
             "--config",
             help="YAML or JSON file of settings (defaults < file < flags).",
+            show_default="none",
             exists=True,
             dir_okay=False,
         ),
