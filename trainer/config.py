@@ -83,7 +83,11 @@ class TrainConfig:
         "layers, e.g. to train only --embedding-lr / --projector-lr).",
     )
     lr_scheduler_type: str = _f("cosine", f"LR schedule: {', '.join(SCHEDULERS)}.")
-    warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming up the LR.")
+    warmup_ratio: float = _f(
+        0.03,
+        "Fraction of the steps spent warming up the LR (rounded up, but always leaving the "
+        "last step at a non-zero rate).",
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
     optim: str = _f("paged_adamw_8bit", f"Optimizer (transformers names): {', '.join(OPTIMIZERS)}.")

@@ -63,7 +63,14 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
             f"trained {summary['global_step']} steps, final loss {summary['final_loss']}, "
             f"{summary['train_samples_per_second']} samples/s -> {summary['output_dir']}",
             highlight=False,
+            markup=False,
         )
+        if summary.get("weights_changed") is False:
+            fail(
+                f"the run trained nothing: no trainable weight changed in "
+                f"{summary['global_step']} steps (see {summary['output_dir']}/training_summary.json)"
+                "; raise --learning-rate or --max-steps, or lower --warmup-ratio"
+            )
 
 
 def _build_signature() -> inspect.Signature:
