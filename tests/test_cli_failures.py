@@ -247,3 +247,37 @@ def test_predict_bad_frames_and_short_side_are_one_line(tmp_path):
     _one_line_error(result, "frame_1.jpg", "not a readable image")
     result = runner.invoke(app, [*base, "--short-side", "0"])
     _one_line_error(result, "--short-side (0)")
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "demo"])
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, manifest, monkeypatch, command):
+    if command == "extract":
+        import kinetics_prep.extract as target
+
+        monkeypatch.setattr(target, "extract_clips", _interrupt)
+        (tmp_path / "clips").mkdir()
+        argv = ["extract", "--clips", str(tmp_path / "clips"), "--output-dir", str(tmp_path / "o")]
+    elif command == "train":
+        pytest.importorskip("torch")
+        import trainer.train as target
+
+        monkeypatch.setattr(target, "train", _interrupt)
+        argv = ["train", "--model-id", TINY, "--data-path", str(manifest)]
+        argv += ["--output-dir", str(tmp_path / "run")]
+    else:
+        pytest.importorskip("torch")
+        import trainer.demo as target
+
+        monkeypatch.setattr(target, "run_demo", _interrupt)
+        argv = ["demo", "--output-dir", str(tmp_path / "demo")]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert "interrupted; rerun to resume" in result.output
