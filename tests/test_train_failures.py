@@ -93,3 +93,50 @@ def test_resume_skips_an_incomplete_checkpoint(manifest, tmp_path):
     summary = _summary(out)
     assert summary["resumed_from"].endswith("checkpoint-2")
     assert summary["global_step"] == 3
+
+
+def test_eval_names_the_real_split_caps_top_k_and_warns_on_training_samples(manifest, tmp_path):
+    from kinetics_prep.schema import LABEL_MAP_NAME, write_label_map
+
+    write_label_map(manifest.with_name(LABEL_MAP_NAME), ["moving left", "moving right"])
+    out = tmp_path / "adapter"
+    assert _train(manifest, out, "--max-steps", "1").exit_code == 0
+    assert set(_summary(out)["data"]["sample_ids"]) == {
+        s["id"] for s in json.loads(manifest.read_text(encoding="utf-8"))
+    }
+    report_path = tmp_path / "eval.json"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--data-path",
+            str(manifest),
+            "--model-id",
+            TINY,
+            "--adapter",
+            str(out),
+            "--method",
+            "ranking",
+            "--top-k",
+            "1000",
+            "--max-samples",
+            "2",
+            "-o",
+            str(report_path),
+        ],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["split"] == "all"  # a manifest file without a split suffix, not "validation"
+    assert report["runs"][0]["ranking"]["top_k"] == 2
+    assert "top-1000" not in result.output and "top-2" in result.output
+    assert report["trained_on"] == 2
+    assert "were in the adapter's training data" in result.output
+
+
+def test_shipped_recipe_trains_on_the_train_split():
+    from trainer.config import TrainConfig, packaged_config
+
+    cfg = TrainConfig.from_sources(config_file=packaged_config("gemma4_e4b_lora.yaml"))
+    assert cfg.data_path.endswith(".train.json"), cfg.data_path

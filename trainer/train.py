@@ -394,6 +394,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             "param_groups": group_lrs,
         },
         num_samples=len(samples),
+        sample_ids=[str(sample.id) for sample in samples],
         resumed_from=resume_from,
         started=started,
     )
@@ -427,6 +428,7 @@ def _summary(
     info,
     effective: dict[str, Any],
     num_samples: int,
+    sample_ids: list[str] | None = None,
     resumed_from: str | None,
     started: float,
 ) -> dict[str, Any]:
@@ -447,6 +449,8 @@ def _summary(
             "sha256": data_fingerprint(config.data_path),
             "samples": num_samples,
             "split": config.split,
+            # kprep eval warns when it scores any of these (not a held-out evaluation)
+            "sample_ids": sample_ids,
         },
         "lora_modules": info.lora_modules,
         "trainable_params": info.trainable_params,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from kinetics_prep.cli.common import console, fail, run_command
+from kinetics_prep.cli.common import console, err_console, fail, run_command
 from trainer.cli.stack import require_training_stack
 
 
@@ -188,7 +188,16 @@ def eval_command(
         )
         with _progress() as bar:
             report = evaluate(cfg, progress=_progress_callback(bar))
-    console.print(markdown_table(report), highlight=False, soft_wrap=True)
+    console.print(markdown_table(report), highlight=False, soft_wrap=True, markup=False)
+    if report.get("trained_on"):
+        err_console.print(
+            f"warning: {report['trained_on']} of {report['num_samples']} samples of "
+            f"{data_path} were in the adapter's training data (training_summary.json): "
+            "these scores are not held-out",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
     if output:
         console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
 
