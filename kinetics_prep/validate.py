@@ -55,6 +55,8 @@ UNKNOWN_LABEL = "label not in label map"
 ANSWER_MISMATCH = "answer does not match label"
 NO_LABEL_MAP = "no label map"
 LEAKAGE = "youtube video in both splits"
+EMPTY_DATASET = "no samples"
+NO_MEDIA = "no images or video"
 __all__ = [
     "ANSWER_MISMATCH",
     "BAD_MESSAGES",
@@ -215,6 +217,13 @@ class _Checker:
         if not item.answer.strip():
             self.problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty")
         self.check_label(item)
+        if not item.images and item.video is None:
+            self.problem(
+                NO_MEDIA,
+                item.id,
+                "the user turn has no image or video entry (plain-text content?): "
+                "a kprep sample shows the model its frames",
+            )
         youtube_id = item.metadata.get("youtube_id")
         if youtube_id and item.split:
             self.sides.setdefault(youtube_id, set()).add(item.split)
@@ -312,6 +321,10 @@ def validate_dataset(
     except SchemaError as error:
         raise ValidationError(str(error)) from None
     checker.finish(num_frames)
+    if report.samples == 0:
+        report.problems.append(
+            Problem(EMPTY_DATASET, "-", f"{path} holds no samples: rebuild it with build-manifest")
+        )
     log.info("validated %s: %d samples, %d problems", path, report.samples, len(report.problems))
     return report
 

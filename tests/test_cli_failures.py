@@ -7,6 +7,7 @@ or a subprocess where the interpreter itself must differ (no torch installed).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -281,3 +282,32 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, manifest, monkeypatch, comman
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
     assert "interrupted; rerun to resume" in result.output
+
+
+# ---------------------------------------------------------------- silent results
+
+
+def _validate(tmp_path, payload):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    write_label_map(tmp_path / LABEL_MAP_NAME, ["tai chi"])
+    return runner.invoke(app, ["validate", str(path), "--json"])
+
+
+def test_validate_fails_an_empty_manifest(tmp_path):
+    result = _validate(tmp_path, [])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.output)["counts"] == {"no samples": 1}
+
+
+def test_validate_fails_a_sample_without_images(tmp_path):
+    sample = {
+        "id": "a",
+        "messages": [
+            {"role": "user", "content": "What is happening?"},
+            {"role": "assistant", "content": "The video shows tai chi."},
+        ],
+    }
+    result = _validate(tmp_path, [sample])
+    assert result.exit_code == 1, result.output
+    assert "no images or video" in json.loads(result.output)["counts"]
