@@ -899,3 +899,24 @@ def test_mirror_rejects_a_clip_named_right_with_a_suffix_extract_cannot_read(tmp
     assert record["status"] == "failed" and record["reason"] == "unsupported_format"
     assert f"{wanted}.txt" in record["error"]
     assert not list((out / "clips").iterdir())
+
+
+def test_local_zero_byte_clip_fails_and_a_run_with_no_success_exits_nonzero(tmp_path):
+    """Issue 12: a 0-byte clip is a failure with a reason; nothing succeeded -> exit 1."""
+    src = tmp_path / "my_clips"
+    src.mkdir()
+    (src / "0wR5jVB-WPk_000417_000427.mp4").write_bytes(b"")
+    csv = write_csv(
+        tmp_path / "ann.csv",
+        [("abseiling", "0wR5jVB-WPk", 417, 427, "val"), ("abseiling", "3yaoNwz99xM", 62, 72, "val")],
+    )
+    out = tmp_path / "out"
+    result = invoke(
+        "download", "--annotations", csv, "--source", "local", "--clips", src, "--output-dir", out
+    )
+    assert result.exit_code == 1, result.output
+    assert "every clip of this run failed" in result.output
+    recs = records(out)
+    assert recs["0wR5jVB-WPk_000417_000427"]["status"] != "ok"
+    assert recs["0wR5jVB-WPk_000417_000427"]["reason"] == "empty_file"
+    assert not (out / "clips" / "0wR5jVB-WPk_000417_000427.mp4").exists()

@@ -67,6 +67,15 @@ def download(values: dict[str, Any]) -> None:
     with progress:
         report = run_download(config, on_start=on_start, on_record=on_record)
     _print_report(report, config.output_dir)
+    run = report["this_run"]
+    if run["failed"] and not run["ok"] and not run["skipped"]:
+        err_console.print(
+            f"error: every clip of this run failed ({run['failed']}); see the reasons above and "
+            f"in {config.output_dir}",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(1)
 
 
 def _print_report(report: dict[str, Any], output_dir: Path) -> None:
