@@ -311,3 +311,33 @@ def test_validate_fails_a_sample_without_images(tmp_path):
     result = _validate(tmp_path, [sample])
     assert result.exit_code == 1, result.output
     assert "no images or video" in json.loads(result.output)["counts"]
+
+
+def test_extract_bounds_num_frames_up_front(tmp_path):
+    (tmp_path / "clips").mkdir()
+    result = runner.invoke(
+        app,
+        ["extract", "--clips", str(tmp_path / "clips"), "--output-dir", str(tmp_path / "o"),
+         "--num-frames", "100000"],
+    )  # fmt: skip
+    _one_line_error(result, "--num-frames (100000)", "256")
+    assert not (tmp_path / "o").exists()
+
+
+def test_extract_warns_on_unmatched_annotations_and_fails_when_nothing_extracted(
+    tmp_path, csv_file, make_counter_clip
+):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_counter_clip("clips/zzzzzzzzzzz_000000_000010.mp4", num_frames=20)
+    out = tmp_path / "o"
+    argv = ["extract", "--clips", str(clips), "--output-dir", str(out), "--workers", "1"]
+    result = runner.invoke(app, [*argv, "--annotations", str(csv_file)])
+    assert result.exit_code == 0, result.output
+    assert "matches none of the 1 clips" in result.output
+
+    (clips / "broken_000000_000010.mp4").write_bytes(b"not a video" * 20)
+    (clips / "zzzzzzzzzzz_000000_000010.mp4").unlink()
+    result = runner.invoke(app, [*argv, "--output-dir", str(tmp_path / "o2")])
+    assert result.exit_code == 1, result.output
+    assert "no clip of this run was extracted" in result.output

@@ -74,6 +74,7 @@ def download(values: dict[str, Any]) -> None:
             f"in {config.output_dir}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 

@@ -15,7 +15,7 @@ import typer
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from kinetics_prep.cli.common import console, fail
+from kinetics_prep.cli.common import console, err_console, fail
 from kinetics_prep.cli.flags import command_from_config
 from kinetics_prep.extract import ExtractConfig
 
@@ -69,6 +69,25 @@ def extract(values: dict[str, Any]) -> None:
     except OSError as error:  # an unreadable input file: one line, exit 2
         fail(f"{error}")
     _print_summary(summary, config)
+    if config.annotations is not None and not summary.annotation_matches:
+        err_console.print(
+            f"warning: --annotations {config.annotations} matches none of the "
+            f"{summary.in_shard} clips (by clip_id <youtube_id>_<start>_<end>): labels come "
+            "from the class folders, if any; check that the file belongs to these clips",
+            style="yellow",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if summary.processed and not summary.ok:
+        err_console.print(
+            f"error: no clip of this run was extracted ({summary.processed} failed); "
+            f"see the reasons above and in {summary.records_path}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _print_summary(summary: Any, config: ExtractConfig) -> None:

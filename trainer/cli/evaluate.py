@@ -197,6 +197,7 @@ def eval_command(
             style="yellow",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     if output:
         console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
