@@ -140,3 +140,38 @@ def test_shipped_recipe_trains_on_the_train_split():
 
     cfg = TrainConfig.from_sources(config_file=packaged_config("gemma4_e4b_lora.yaml"))
     assert cfg.data_path.endswith(".train.json"), cfg.data_path
+
+
+NOISE = ("Warning", "warnings.warn", "deprecated", "Failed to load", "kernels", "No CUDA runtime")
+
+
+def test_train_and_eval_stderr_has_no_third_party_warnings(manifest, tmp_path):
+    """Known-harmless library warnings are silenced by default (``-v`` shows them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kinetics_prep.schema import LABEL_MAP_NAME, write_label_map
+
+    write_label_map(manifest.with_name(LABEL_MAP_NAME), ["moving left", "moving right"])
+    repo = Path(__file__).resolve().parents[1]
+    main = "import sys; from trainer.cli import main; sys.argv = ['kprep', *sys.argv[1:]]; main()"
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONWARNINGS": "default"}
+    out = tmp_path / "run"
+    runs = [
+        ["train", "--model-id", TINY, "--data-path", str(manifest), "--output-dir", str(out),
+         "--max-steps", "1", "--per-device-train-batch-size", "2",
+         "--gradient-accumulation-steps", "1", "--torch-threads", "1"],
+        ["eval", "--model-id", TINY, "--adapter", str(out), "--data-path", str(manifest),
+         "--method", "ranking", "--max-samples", "1", "--torch-threads", "1"],
+    ]  # fmt: skip
+    for argv in runs:
+        proc = subprocess.run(
+            [sys.executable, "-c", main, *argv],
+            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        noisy = [line for line in proc.stderr.splitlines() if any(n in line for n in NOISE)]
+        noisy = [line for line in noisy if "were in the adapter's training data" not in line]
+        assert not noisy, "\n".join(noisy)

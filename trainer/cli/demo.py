@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from kinetics_prep.cli.common import console, fail, run_command
+from trainer.cli.quiet import quiet_third_party
 from trainer.cli.stack import require_training_stack
 
 
@@ -38,6 +39,7 @@ def demo(
     ),
 ) -> None:
     """Prove on a CPU that kprep's pipeline teaches Gemma 4 to read frame order."""
+    quiet_third_party(verbose)
     require_training_stack("demo")
     from kinetics_prep.paths import check_output
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from kinetics_prep.cli.common import console, err_console, fail, run_command
+from trainer.cli.quiet import quiet_third_party
 from trainer.cli.stack import require_training_stack
 
 
@@ -142,6 +143,7 @@ def eval_command(
     ),
 ) -> None:
     """Held-out top-1 (generation) and top-1/top-5 (likelihood ranking) accuracy."""
+    quiet_third_party(verbose)
     require_training_stack("eval")
     _setup_logging(verbose)
     if output is not None:
@@ -257,6 +259,7 @@ def predict(
     ),
 ) -> None:
     """Name the action in one clip, with the sampling and prompt used in training."""
+    quiet_third_party(verbose)
     require_training_stack("predict")
     _setup_logging(verbose)
     try:
@@ -314,6 +317,7 @@ def merge(
     ),
 ) -> None:
     """Merge a LoRA adapter into its base (safetensors) and write a model card."""
+    quiet_third_party(verbose)
     require_training_stack("merge")
     _setup_logging(verbose)
     from kinetics_prep.paths import check_output, local_path

@@ -19,11 +19,13 @@ import typer
 from kinetics_prep.cli.common import console, fail, run_command
 from kinetics_prep.cli.flags import config_parameters
 from kinetics_prep.paths import check_output, local_path
+from trainer.cli.quiet import quiet_third_party
 from trainer.cli.stack import require_training_stack
 from trainer.config import TrainConfig
 
 
-def _train_command(config: Path | None = None, **flags: Any) -> None:
+def _train_command(config: Path | None = None, verbose: bool = False, **flags: Any) -> None:
+    quiet_third_party(verbose)
     with run_command():
         cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
         check_output(
@@ -89,7 +91,19 @@ def _build_signature() -> inspect.Signature:
     )
     # layered: a flag not given is None, so a --config file sits between defaults and flags
     flags = config_parameters(TrainConfig, snake_alias=True, layered=True)
-    return inspect.Signature([config_file, *flags])
+    verbose = inspect.Parameter(
+        "verbose",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            False,
+            "--verbose",
+            "-v",
+            help="Also show third-party warnings (deprecations, optional kernels).",
+            show_default="off",
+        ),
+        annotation=bool,
+    )
+    return inspect.Signature([config_file, *flags, verbose])
 
 
 def train_command(**kwargs: Any) -> None:
