@@ -341,3 +341,11 @@ def test_extract_warns_on_unmatched_annotations_and_fails_when_nothing_extracted
     result = runner.invoke(app, [*argv, "--output-dir", str(tmp_path / "o2")])
     assert result.exit_code == 1, result.output
     assert "no clip of this run was extracted" in result.output
+
+
+def test_messages_with_brackets_survive_rich(tmp_path, csv_file):
+    """Rich markup must not eat `[train]`-like text in paths or messages."""
+    out = tmp_path / "[train]" / "sub.csv"
+    result = runner.invoke(app, ["subset", "--annotations", str(csv_file), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "[train]" in result.output

@@ -29,11 +29,13 @@ def subset(values: dict[str, Any]) -> None:
     summary = build_subset(config, command=command)
     console.print(
         f"wrote {summary['rows']} rows ({summary['classes']} classes, "
-        f"{summary['per_class_min']}-{summary['per_class_max']} per class) to {config.output}"
+        f"{summary['per_class_min']}-{summary['per_class_max']} per class) to {config.output}",
+        markup=False,
     )
     if summary["invalid_rows_skipped"]:
         err_console.print(
-            f"skipped {summary['invalid_rows_skipped']} invalid rows of {config.annotations}"
+            f"skipped {summary['invalid_rows_skipped']} invalid rows of {config.annotations}",
+            markup=False,
         )
 
 
@@ -99,12 +101,14 @@ def _print_report(report: dict[str, Any], output_dir: Path) -> None:
     run = report["this_run"]
     console.print(
         f"this run: {run['ok']} ok, {run['failed']} failed, {run['skipped']} already done, "
-        f"{run['seconds']:.1f}s; report: {output_dir / DOWNLOAD_REPORT_NAME}"
+        f"{run['seconds']:.1f}s; report: {output_dir / DOWNLOAD_REPORT_NAME}",
+        markup=False,
     )
     if report["invalid_rows"]:
         err_console.print(
             f"{report['invalid_rows']} invalid annotation rows (see reason invalid_row in "
-            f"{output_dir / DOWNLOAD_RECORDS_NAME})"
+            f"{output_dir / DOWNLOAD_RECORDS_NAME})",
+            markup=False,
         )
 
 

@@ -108,7 +108,9 @@ def _print_summary(summary: Any, config: ExtractConfig) -> None:
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     table.caption = f"{summary.processed} clips in {summary.seconds:.1f} s ({rate:.1f} clips/s)"
     console.print(table)
-    console.print(f"records: {summary.records_path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"records: {summary.records_path}", highlight=False, soft_wrap=True, markup=False
+    )
 
 
 def register(app: typer.Typer) -> None:

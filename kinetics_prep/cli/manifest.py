@@ -49,6 +49,7 @@ def build_manifest(
     values: dict[str, Any], prompt: list[str] | None, prompt_file: Path | None
 ) -> None:
     """Frames + labels -> the conversation manifest, label map and Arrow dataset."""
+    from rich.markup import escape
     from rich.table import Table
 
     from kinetics_prep.conversation import parse_prompts
@@ -66,7 +67,7 @@ def build_manifest(
     _check_manifest_outputs(config, prompt_file)
     summary = build(config)
 
-    table = Table(title=f"kprep build-manifest: {config.output}")
+    table = Table(title=f"kprep build-manifest: {escape(str(config.output))}")
     table.add_column("clips")
     table.add_column("count", justify="right")
     table.add_row("extract records", str(summary.records))
@@ -77,7 +78,7 @@ def build_manifest(
     table.caption = f"{len(summary.labels)} labels; {summary.seconds:.1f} s"
     console.print(table)
     for path in summary.outputs:
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, markup=False)
 
 
 def _check_manifest_outputs(config: ManifestConfig, prompt_file: Path | None) -> None:
@@ -148,7 +149,7 @@ def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) ->
     if as_json:
         typer.echo(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
-        table = Table(title=f"kprep validate: {report.source} ({report.format})")
+        table = Table(title=f"kprep validate: {escape(report.source)} ({report.format})")
         table.add_column("check")
         table.add_column("count", justify="right")
         table.add_row("samples", str(report.samples))
@@ -187,11 +188,13 @@ def push(values: dict[str, Any], dataset: Path, repo_id: str) -> None:
     splits = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
     size = f"{staged.bytes / 1e6:.1f} MB"
     if dry_run is not None:
-        console.print(f"dry run: {len(staged.files)} files ({splits}; {size}) in {dry_run}")
+        console.print(
+            f"dry run: {len(staged.files)} files ({splits}; {size}) in {dry_run}", markup=False
+        )
         for path in staged.files:
-            console.print(f"  {path}", highlight=False)
+            console.print(f"  {path}", highlight=False, markup=False)
     else:
-        console.print(f"pushed {splits} ({size}) to {result.url}", highlight=False)
+        console.print(f"pushed {splits} ({size}) to {result.url}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

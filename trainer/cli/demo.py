@@ -78,10 +78,12 @@ def demo(
         def on_stage(name: str, message: str) -> None:
             console.print(f"[bold]{escape(name):>8}[/] {escape(message)}", highlight=False)
 
-        console.print(f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)")
+        console.print(
+            f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)", markup=False
+        )
         with _progress() as bar:
             result = run_demo(config, on_stage=on_stage, progress=_progress_callback(bar))
-    console.print(markdown_table(result["eval"]), highlight=False, soft_wrap=True)
+    console.print(markdown_table(result["eval"]), highlight=False, soft_wrap=True, markup=False)
     console.print(
         f"top1 {result['top1']:.3f} (target >= {TARGETS['top1']}), "
         f"shuffled {result['top1_shuffled']:.3f} (<= {TARGETS['top1_shuffled']}), "
@@ -89,7 +91,7 @@ def demo(
         f"train {result['train_seconds']:.0f} s, total {result['total_seconds']:.0f} s",
         highlight=False,
     )
-    console.print(f"report -> {output_dir / 'demo_report.json'}", highlight=False)
+    console.print(f"report -> {output_dir / 'demo_report.json'}", highlight=False, markup=False)
     if not result["targets_met"]:
         console.print("[yellow]targets not met[/] (see the report)", highlight=False)
 

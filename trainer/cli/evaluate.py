@@ -202,7 +202,11 @@ def eval_command(
             soft_wrap=True,
         )
     if output:
-        console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
+        console.print(
+            f"report -> {output} (+ {output.with_suffix('.md').name})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def predict(
@@ -287,10 +291,12 @@ def predict(
         typer.echo(json.dumps(result))
         return
     label = result["label"] or "(no label matches the answer)"
-    console.print(f"{source}: {label}", highlight=False)
-    console.print(f"answer: {result['answer']!r}", highlight=False)
+    console.print(f"{source}: {label}", highlight=False, markup=False)
+    console.print(f"answer: {result['answer']!r}", highlight=False, markup=False)
     for i, row in enumerate(result.get("ranked") or [], start=1):
-        console.print(f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})")
+        console.print(
+            f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})", markup=False
+        )
 
 
 def merge(
@@ -346,7 +352,7 @@ def merge(
             eval_report=eval_report,
             overwrite=overwrite,
         )
-    console.print(f"merged model + README.md -> {out}", highlight=False)
+    console.print(f"merged model + README.md -> {out}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -46,7 +46,7 @@ def _train_command(config: Path | None = None, verbose: bool = False, **flags: A
         cmd = launcher_command(
             write_resolved_config(cfg), num_gpus=cfg.num_gpus, hostfile=cfg.hostfile
         )
-        console.print(f"launching: {' '.join(cmd)}", highlight=False)
+        console.print(f"launching: {' '.join(cmd)}", highlight=False, markup=False)
         try:
             raise typer.Exit(subprocess.call(cmd))
         except FileNotFoundError:
