@@ -79,7 +79,7 @@ def extract(values: dict[str, Any]) -> None:
             markup=False,
             soft_wrap=True,
         )
-    if summary.processed and not summary.ok:
+    if summary.processed and not summary.ok and not summary.skipped_ok:
         err_console.print(
             f"error: no clip of this run was extracted ({summary.processed} failed); "
             f"see the reasons above and in {summary.records_path}",

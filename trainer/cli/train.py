@@ -36,7 +36,6 @@ def _train_command(config: Path | None = None, verbose: bool = False, **flags: A
                 "--data-path": cfg.data_path,
                 "--image-folder": cfg.image_folder,
                 "--model-id": local_path(cfg.model_id),
-                "--config": config,
             },
             contain_inputs=False,
         )
