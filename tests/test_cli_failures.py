@@ -173,6 +173,7 @@ def test_demo_output_dir_that_is_a_file(tmp_path):
 
 # ---------------------------------------------------------------- data-only install
 
+_KPREP = "import sys; from trainer.cli import main; sys.argv = ['kprep', *sys.argv[1:]]; main()"
 _NO_TORCH = (
     "import sys; sys.modules['torch'] = None; "
     "from trainer.cli import main; sys.argv = ['kprep', *sys.argv[1:]]; main()"
@@ -219,19 +220,32 @@ def test_malformed_yaml_config_is_one_line(tmp_path, manifest):
     _one_line_error(result, "recipe.yaml", "not valid YAML", "line")
 
 
-@pytest.mark.parametrize("command", ["train", "eval"])
-@pytest.mark.parametrize("model", ["missing-folder", "hub-offline"])
-def test_missing_or_unreachable_model_id_is_one_line(tmp_path, manifest, monkeypatch, command, model):
+@pytest.mark.parametrize(
+    "command, model", [("train", "missing-folder"), ("train", "hub-offline"), ("eval", "hub-offline")]
+)
+def test_missing_or_unreachable_model_id_is_one_line(tmp_path, manifest, command, model):
+    """A subprocess: the Hub's offline switch is read once, when huggingface_hub is imported."""
     pytest.importorskip("torch")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     model_id = str(tmp_path / "no" / "such") if model == "missing-folder" else "kprep-test/absent"
     argv = [command, "--model-id", model_id, "--data-path", str(manifest)]
     if command == "train":
         argv += ["--output-dir", str(tmp_path / "run"), "--max-steps", "1"]
-    result = runner.invoke(app, argv)
-    line = _one_line_error(result, "--model-id", model_id)
-    assert ("no such folder" in line) == (model == "missing-folder"), line
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),  # an empty cache
+        "COLUMNS": "400",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _KPREP, *argv],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--model-id" in errors[0] and model_id in errors[0], proc.stderr
+    assert ("no such folder" in errors[0]) == (model == "missing-folder"), errors[0]
     assert not (tmp_path / "run" / "training_summary.json").exists()
 
 
