@@ -363,3 +363,15 @@ def test_messages_with_brackets_survive_rich(tmp_path, csv_file):
     result = runner.invoke(app, ["subset", "--annotations", str(csv_file), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "[train]" in result.output
+
+
+def test_subset_empty_classes_file_is_an_error(tmp_path, csv_file):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# none yet\n\n", encoding="utf-8")
+    out = tmp_path / "sub.csv"
+    result = runner.invoke(
+        app,
+        ["subset", "--annotations", str(csv_file), "-o", str(out), "--classes-file", str(classes)],
+    )
+    _one_line_error(result, "--classes-file", "names no class")
+    assert not out.exists()
