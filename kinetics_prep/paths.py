@@ -1,21 +1,26 @@
-"""One check of a command's output path, run before any work starts.
+"""Containment: a path read from a record or manifest stays inside its root.
 
-Every command that writes calls :func:`check_output` on each output first, so
-a path that cannot work is a one-line error before minutes of decoding,
-training or evaluating, not a traceback after them::
+Frame paths in ``extract_results.jsonl`` are relative to the extract output
+folder, and those are the files ``build-manifest`` embeds in the Arrow dataset
+that ``kprep push`` uploads. A crafted record with ``/home/me/.ssh/id_rsa`` or
+``../../secret.jpg`` must not pull that file into a published dataset, so
+every such path is checked here: relative, no ``..`` part, and (after
+resolving symlinks) inside the root. Video paths are different: they may
+legitimately point elsewhere (clips kept on another disk) and are only ever
+stored as references, never read into a dataset.
+
+Output paths: :func:`check_output`, run by every command that writes before
+any work starts, so a path that cannot work is a one-line error before
+minutes of decoding, training or evaluating, not a traceback after them::
 
     check_output(cfg.output, "--output", kind="file", inputs={"--data-path": cfg.data_path})
 
-It refuses an output that
-
-- exists as the wrong kind (a folder where a file goes, or the reverse);
-- sits under a file (``a.json/report.json``);
-- cannot be written (the output, or the nearest folder that exists above it);
-- is one of the command's inputs (the same file or folder), or, with
-  ``contain_inputs=False``, is a folder holding one of them (``train
-  --output-dir`` at the data folder would write over its files).
-
-Torch-free: the data commands and the training commands share it.
+It refuses an output that exists as the wrong kind (a folder where a file
+goes, or the reverse), sits under a file, cannot be written (the output, or
+the nearest folder that exists above it), or is one of the command's inputs
+(the same file or folder) or, with ``contain_inputs=False``, a folder holding
+one of them (``train --output-dir`` at the data folder). Who may *replace* an
+existing output is :mod:`kinetics_prep.outputs`' business.
 """
 
 from __future__ import annotations
@@ -23,10 +28,50 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
-from kinetics_prep.errors import OutputPathError
+from kinetics_prep.errors import KprepError, OutputPathError
+
+
+class UnsafePathError(KprepError, ValueError):
+    """A path from a record or manifest leaves its root."""
+
+
+def inside(root: str | os.PathLike[str], relative: str, *, where: str) -> Path:
+    """``root / relative`` when it stays inside ``root``; else :class:`UnsafePathError`.
+
+    ``where`` names the row for the message (``"record 'clip_7' in x.jsonl"``).
+
+    >>> inside("/data/out", "frames/a/frame_1.jpg", where="row 1").as_posix()
+    '/data/out/frames/a/frame_1.jpg'
+    """
+    text = str(relative)
+    problem = None
+    if not text:
+        problem = "is empty"
+    elif (
+        PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or (PureWindowsPath(text).drive)
+    ):
+        problem = "is absolute"
+    elif ".." in PurePosixPath(text.replace("\\", "/")).parts:
+        problem = "climbs out with '..'"
+    root_path = Path(root)
+    path = root_path / text
+    if problem is None:
+        real_root = os.path.realpath(root_path)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            problem = "leads out of it through a symlink"
+    if problem is not None:
+        raise UnsafePathError(
+            f"{where}: path {text!r} {problem}; paths must stay inside {str(root_path)!r} "
+            "(fix or remove that row)"
+        )
+    return path
+
 
 PathLike = str | os.PathLike[str]
 
@@ -108,3 +153,6 @@ def local_path(value: str | None) -> Path | None:
         return None
     path = Path(value).expanduser()
     return path if path.exists() else None
+
+
+__all__ = ["UnsafePathError", "check_output", "inside", "local_path"]

@@ -351,3 +351,25 @@ def test_wrong_frame_count_and_bad_frames_are_left_out_with_a_reason(fresh_root)
     assert not {short, empty, garbage} & ids
     assert len(ids) == OK_CLIPS - 3
     assert "wrong frame count" in output and "empty or not a JPEG frame" in output
+
+
+@pytest.mark.parametrize(
+    "bad", ["/etc/hostname", "../outside.jpg", "frames/../../outside.jpg", "link/frame_1.jpg"]
+)
+def test_record_frame_paths_must_stay_inside_the_frames_dir(fresh_root, tmp_path, bad):
+    """A crafted record cannot pull a file from elsewhere into the (pushable) dataset."""
+    secret = tmp_path / "outside.jpg"
+    secret.write_bytes((fresh_root / "frames").rglob("*.jpg").__next__().read_bytes())
+    (fresh_root / "link").symlink_to(tmp_path)
+    crafted = {"clip_id": "evil", "status": "ok", "frames": [bad] * 4, "label": "abseiling",
+               "frame_indices": [0, 1, 2, 3], "video_path": str(secret)}  # fmt: skip
+    with open(fresh_root / "extract_results.jsonl", "a") as handle:
+        handle.write(json.dumps(crafted) + "\n")
+    result = invoke(
+        "build-manifest", "--frames-dir", fresh_root, "--output", fresh_root / "m.json", ok=False
+    )
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "extract record 'evil'" in message and repr(bad) in message
+    assert "must stay inside" in message and "\n" not in message.replace("\n", " ").strip()
+    assert not (fresh_root / "m.json").exists() and not (fresh_root / "m_arrow").exists()

@@ -247,9 +247,30 @@ class _Stages:
 
         return split_path(self.manifest_path, split)
 
+    def check_outputs(self) -> None:
+        """DIR/model and DIR/run are replaced only when an earlier demo wrote them."""
+        from kinetics_prep.outputs import OutputError, check_replaceable
+        from kinetics_prep.schema import TRAINING_SUMMARY_NAME
+
+        legacy = {self.model_dir: "tiny_build.json", self.run_dir: TRAINING_SUMMARY_NAME}
+        try:
+            for path, marker in legacy.items():
+                check_replaceable(
+                    path, flag="demo folder", legacy=(marker,), hint="pass another --output-dir"
+                )
+        except OutputError as error:
+            raise DemoError(str(error)) from None
+
     def model(self) -> None:
-        shutil.rmtree(self.model_dir, ignore_errors=True)
-        build_demo_model(self.model_dir)
+        from kinetics_prep.outputs import replace_folder
+
+        replace_folder(
+            self.model_dir,
+            build_demo_model,
+            command="demo",
+            flag="demo folder",
+            legacy=("tiny_build.json",),
+        )
         self._done("model", f"tiny Gemma 4 in {self.model_dir}")
 
     def train(self) -> dict[str, Any]:
@@ -257,7 +278,8 @@ class _Stages:
         from trainer.train import train
 
         config = self.config
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)  # an earlier demo's run (checked in check_outputs)
         summary = train(
             TrainConfig(
                 model_id=str(self.model_dir),
@@ -364,6 +386,7 @@ def run_demo(
         torch.set_num_threads(config.torch_threads)
     started = time.time()
     stages = _Stages(config, on_stage)
+    stages.check_outputs()  # before any work
     stages.out.mkdir(parents=True, exist_ok=True)
     stages.clips()
     stages.extract()
