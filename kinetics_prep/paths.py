@@ -135,9 +135,10 @@ def check_output(
             continue
         source = _resolved(value)
         if source == target:
+            what = "folder" if source.is_dir() else "file"
             raise OutputPathError(
-                f"{flag} ({shown!r}) is the same path as {name} ({str(value)!r}): kprep never "
-                f"writes over its inputs; pass another {flag}"
+                f"{flag} ({shown!r}) is the {name} {what} itself: kprep never writes over "
+                f"its inputs; pass another {flag}"
             )
         if kind == "dir" and not contain_inputs and _inside(source, target):
             raise OutputPathError(

@@ -67,7 +67,7 @@ def manifest(tmp_path_factory) -> Path:
     [
         (lambda tmp, csv: tmp / "folder", "is a folder"),
         (lambda tmp, csv: csv / "out.csv", "sits under a file"),
-        (lambda tmp, csv: csv, "same path as --annotations"),
+        (lambda tmp, csv: csv, "is the --annotations file"),
         (lambda tmp, csv: Path("/proc/kprep/out.csv"), "not writable"),
     ],
     ids=["folder", "under-file", "is-input", "read-only"],
