@@ -65,7 +65,7 @@ def manifest(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "make_output, needle",
     [
-        (lambda tmp, csv: tmp / "folder", "is a folder"),
+        (lambda tmp, csv: tmp / "folder", "refusing to replace it"),  # kinetics_prep.outputs
         (lambda tmp, csv: csv / "out.csv", "sits under a file"),
         (lambda tmp, csv: csv, "is the --annotations file"),
         (lambda tmp, csv: Path("/proc/kprep/out.csv"), "not writable"),
