@@ -67,3 +67,7 @@ class ValidationError(SchemaError):
 
 class HubError(KprepError, RuntimeError):
     """The dataset cannot be staged or uploaded; the message says what to do."""
+
+
+class OutputPathError(KprepError, ValueError):
+    """An output path cannot be written (wrong kind, under a file, read-only, or an input)."""

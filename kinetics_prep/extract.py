@@ -43,6 +43,9 @@ from kinetics_prep.schema import (
 
 log = logging.getLogger(__name__)
 
+MAX_NUM_FRAMES = 256
+"""Bound of ``--num-frames``: past it a clip only repeats frames (and fills the disk)."""
+
 FAILED_STATUSES = ("failed", "timeout", "crashed")
 RAY_SYNC_INTERVAL = 0.2  # seconds between fsyncs of the records with --engine ray
 ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
@@ -136,8 +139,11 @@ class ExtractConfig:
             problems.append(f"--clips ({str(self.clips)!r}) is not a folder; pass the clips folder")
         if self.output_dir.exists() and not self.output_dir.is_dir():
             problems.append(f"--output-dir ({str(self.output_dir)!r}) exists and is not a folder")
-        if self.num_frames < 1:
-            problems.append(f"--num-frames ({self.num_frames}) must be >= 1")
+        if not 1 <= self.num_frames <= MAX_NUM_FRAMES:
+            problems.append(
+                f"--num-frames ({self.num_frames}) must be between 1 and {MAX_NUM_FRAMES} "
+                "(a 10 s Kinetics clip has about 300 frames; more would repeat frames)"
+            )
         if self.workers < 1:
             problems.append(f"--workers ({self.workers}) must be >= 1")
         if self.sampling not in SAMPLING_METHODS:
@@ -198,6 +204,8 @@ class Clip:
 @dataclass
 class ExtractSummary:
     """What a run did; the CLI prints it as a table."""
+
+    annotation_matches: int | None = None  # clips found in --annotations (None: not given)
 
     found: int = 0  # videos under --clips
     in_shard: int = 0  # of those, this shard's share
@@ -857,6 +865,12 @@ def extract_clips(
     summary = ExtractSummary(found=len(all_clips), in_shard=len(mine))
     summary.records_path = config.records_path
     fields = _annotation_fields(config, mine)  # a bad --annotations file fails before any write
+    if config.annotations is not None:
+        summary.annotation_matches = sum(
+            1 for values in fields.values() if values.get("youtube_id") is not None
+        )
+        if not summary.annotation_matches:
+            log.info("--annotations %s matches none of the %d clips", config.annotations, len(mine))
     config.output_dir.mkdir(parents=True, exist_ok=True)
 
     previous = read_extract_records(config.output_dir)

@@ -21,13 +21,15 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kinetics_prep.errors import HubError
+from kinetics_prep.errors import HubError, KprepError
 
 if TYPE_CHECKING:
     import datasets
@@ -326,13 +328,38 @@ def stage_upload(
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> StagedUpload:
     """Write the parquet shards and README.md that a push uploads into ``out_dir``."""
-    from kinetics_prep.arrow import read_build_report
 
     _check_repo_id(repo_id)
     dd = load_dataset_dict(dataset_dir)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise HubError(f"--dry-run folder ({str(out)!r}) is not empty: pass a new folder")
+    final = Path(out_dir)
+    if final.exists() and any(final.iterdir()):
+        raise HubError(f"--dry-run folder ({str(final)!r}) is not empty: pass a new folder")
+    # built in a hidden sibling and renamed in: a failure or Ctrl-C leaves no half-written folder
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        staged = _stage(dd, dataset_dir, out, repo_id=repo_id, max_shard_bytes=max_shard_bytes)
+    except BaseException as error:
+        shutil.rmtree(out, ignore_errors=True)  # our own temp folder, never the user's
+        if isinstance(error, OSError | ValueError) and not isinstance(error, KprepError):
+            raise HubError(
+                f"cannot stage {dataset_dir} ({error.__class__.__name__}: "
+                f"{' '.join(str(error).split())[:200]}); run `kprep validate {dataset_dir}` "
+                "and rebuild the dataset"
+            ) from None
+        raise
+    if final.exists():
+        final.rmdir()  # empty (checked above)
+    os.replace(out, final)
+    staged.folder = final
+    staged.files = [final / p.relative_to(out) for p in staged.files]
+    log.info("staged %d files (%d bytes) in %s", len(staged.files), staged.bytes, final)
+    return staged
+
+
+def _stage(dd, dataset_dir, out: Path, *, repo_id: str, max_shard_bytes: int) -> StagedUpload:
+    from kinetics_prep.arrow import read_build_report
+
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedUpload(folder=out)
@@ -357,7 +384,6 @@ def stage_upload(
     readme = out / "README.md"
     readme.write_text(card, encoding="utf-8")
     staged.files.append(readme)
-    log.info("staged %d files (%d bytes) in %s", len(staged.files), staged.bytes, out)
     return staged
 
 

@@ -78,6 +78,18 @@ NO_LABEL = "no label"
 FRAMES_MISSING = "frames missing"
 VIDEO_MISSING = "video file missing"
 NO_CAPTION = "no caption in --captions"
+WRONG_FRAME_COUNT = "wrong frame count"
+BAD_FRAME = "empty or not a JPEG frame"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _frame_problem(path: str) -> bool:
+    """True when a frame file is empty or does not start like a JPEG (one 3-byte read)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(3) != _JPEG_MAGIC
+    except OSError:
+        return True
 
 
 @dataclass
@@ -343,6 +355,9 @@ def collect_samples(
     frames_abs = os.path.abspath(frames_dir)
     # one relpath for the folder, not one per frame (2.6M frames for Kinetics-700)
     prefix = relative_to_root(frames_abs, image_root)
+    # the frame count most extract records have: a record with another count is left out
+    counts = Counter(len(r.get("frames") or []) for r in records.values() if not left_out_reason(r))
+    expected = counts.most_common(1)[0][0] if counts else None
     for clip_id in sorted(records):
         record = records[clip_id]
         reason = left_out_reason(record)
@@ -376,6 +391,14 @@ def collect_samples(
             raise ManifestError(f"{error}; in {frames_dir}/{EXTRACT_RECORDS_NAME}") from None
         if not all(os.path.isfile(f) for f in files):
             left_out[FRAMES_MISSING] += 1
+            continue
+        if len(names) != expected:
+            left_out[WRONG_FRAME_COUNT] += 1
+            log.info("%s: %d frames, most clips have %s: left out", clip_id, len(names), expected)
+            continue
+        if any(_frame_problem(f) for f in files):
+            left_out[BAD_FRAME] += 1
+            log.info("%s: a frame is empty or not a JPEG: left out (re-extract it)", clip_id)
             continue
         images = [posixpath.normpath(f"{prefix}/{name}") for name in names]
         video = None

@@ -99,6 +99,11 @@ class SubsetConfig:
             self.classes_file = Path(self.classes_file)
             if not self.classes_file.is_file():
                 problems.append(f"--classes-file ({str(self.classes_file)!r}) is not a file")
+            elif not self.class_names():
+                problems.append(
+                    f"--classes-file ({str(self.classes_file)!r}) names no class: write one "
+                    "class per line, or leave the flag out to keep every class"
+                )
         if problems:
             raise SubsetError("; ".join(problems))
 

@@ -61,6 +61,8 @@ ANSWER_MISMATCH = "answer does not match label"
 NO_LABEL_MAP = "no label map"
 LEAKAGE = "youtube video in both splits"
 BAD_CAPTIONS = "answer not among captions"
+EMPTY_DATASET = "no samples"
+NO_MEDIA = "no images or video"
 __all__ = [
     "ANSWER_MISMATCH",
     "BAD_CAPTIONS",
@@ -225,6 +227,13 @@ class _Checker:
             self.problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty")
         self.check_label(item)
         self.check_captions(item)
+        if not item.images and item.video is None:
+            self.problem(
+                NO_MEDIA,
+                item.id,
+                "the user turn has no image or video entry (plain-text content?): "
+                "a kprep sample shows the model its frames",
+            )
         youtube_id = item.metadata.get("youtube_id")
         if youtube_id and item.split:
             self.sides.setdefault(youtube_id, set()).add(item.split)
@@ -334,6 +343,10 @@ def validate_dataset(
     if not checker.labelled and (labels is None or labels.answer_template is None):
         report.kind = "captions"
     checker.finish(num_frames)
+    if report.samples == 0:
+        report.problems.append(
+            Problem(EMPTY_DATASET, "-", f"{path} holds no samples: rebuild it with build-manifest")
+        )
     log.info("validated %s: %d samples, %d problems", path, report.samples, len(report.problems))
     return report
 

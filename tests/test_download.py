@@ -690,7 +690,7 @@ def test_invalid_rows_become_records_once(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     out = tmp_path / "out"
-    for _ in range(2):
+    for attempt in range(2):
         result = invoke(
             "download",
             "--annotations",
@@ -702,7 +702,8 @@ def test_invalid_rows_become_records_once(tmp_path):
             "--output-dir",
             out,
         )
-        assert result.exit_code == 0, result.output
+        # the one valid row's clip is missing: a run where every clip failed exits 1
+        assert result.exit_code == (1 if attempt == 0 else 0), result.output
     invalid = [
         r for r in iter_records(out / "download_results.jsonl") if r["reason"] == "invalid_row"
     ]
@@ -905,8 +906,29 @@ def test_mirror_rejects_a_clip_named_right_with_a_suffix_extract_cannot_read(tmp
         "download", "--annotations", csv, "--source", "mirror", "--mirror-urls", mirror,
         "--output-dir", out,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the only clip failed
     record = records(out)[wanted]
     assert record["status"] == "failed" and record["reason"] == "unsupported_format"
     assert f"{wanted}.txt" in record["error"]
     assert not list((out / "clips").iterdir())
+
+
+def test_local_zero_byte_clip_fails_and_a_run_with_no_success_exits_nonzero(tmp_path):
+    """Issue 12: a 0-byte clip is a failure with a reason; nothing succeeded -> exit 1."""
+    src = tmp_path / "my_clips"
+    src.mkdir()
+    (src / "0wR5jVB-WPk_000417_000427.mp4").write_bytes(b"")
+    csv = write_csv(
+        tmp_path / "ann.csv",
+        [("abseiling", "0wR5jVB-WPk", 417, 427, "val"), ("abseiling", "3yaoNwz99xM", 62, 72, "val")],
+    )
+    out = tmp_path / "out"
+    result = invoke(
+        "download", "--annotations", csv, "--source", "local", "--clips", src, "--output-dir", out
+    )
+    assert result.exit_code == 1, result.output
+    assert "every clip of this run failed" in result.output
+    recs = records(out)
+    assert recs["0wR5jVB-WPk_000417_000427"]["status"] != "ok"
+    assert recs["0wR5jVB-WPk_000417_000427"]["reason"] == "empty_file"
+    assert not (out / "clips" / "0wR5jVB-WPk_000417_000427.mp4").exists()

@@ -282,7 +282,7 @@ def test_decoder_choice_sampling_and_frame_options(clip_dir, tmp_path, decoder):
     ("args", "message"),
     [
         (["--clips", "{missing}"], "--clips ('{missing}') is not a folder"),
-        (["--num-frames", "0"], "--num-frames (0) must be >= 1"),
+        (["--num-frames", "0"], "--num-frames (0) must be between 1 and 256"),
         (["--shard-index", "3", "--num-shards", "3"], "--shard-index (3) must be in 0..2"),
         (["--decoder", "ffmpeg"], "--decoder ('ffmpeg') must be one of auto, pyav, decord, opencv"),
         (["--jpeg-quality", "0"], "--jpeg-quality (0) must be in 1..100"),

@@ -334,6 +334,25 @@ def test_doc_command_lines_parse_against_the_real_cli():
         command.make_context(args[0], args[1:])  # raises on unknown flags / bad values
 
 
+def test_wrong_frame_count_and_bad_frames_are_left_out_with_a_reason(fresh_root):
+    """Issue 12: a 1-frame record among 4-frame ones, a 0-byte frame and a non-JPEG frame."""
+    records_path = fresh_root / "extract_results.jsonl"
+    lines = [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    ok = sorted((r for r in lines if r.get("status") == "ok"), key=lambda r: r["clip_id"])
+    short, empty, garbage = ok[0]["clip_id"], ok[1]["clip_id"], ok[2]["clip_id"]
+    for record in lines:
+        if record["clip_id"] == short:
+            record["frames"] = record["frames"][:1]
+    records_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (fresh_root / "frames" / empty / "frame_2.jpg").write_bytes(b"")
+    (fresh_root / "frames" / garbage / "frame_1.jpg").write_text("not a jpeg")
+    manifest, output = build(fresh_root, "--no-arrow")
+    ids = {e["id"] for e in json.loads(manifest.read_text())}
+    assert not {short, empty, garbage} & ids
+    assert len(ids) == OK_CLIPS - 3
+    assert "wrong frame count" in output and "empty or not a JPEG frame" in output
+
+
 @pytest.mark.parametrize(
     "bad", ["/etc/hostname", "../outside.jpg", "frames/../../outside.jpg", "link/frame_1.jpg"]
 )

@@ -235,3 +235,18 @@ def test_missing_frame_in_paths_mode_is_a_one_line_error(arrow, tmp_path):
     result = invoke("push", arrow, "me/x", "--dry-run", tmp_path / "u", ok=False)
     assert result.exit_code == 2
     assert "cannot embed the train images" in result.output and "kprep validate" in result.output
+
+
+def test_zero_byte_frame_is_a_one_line_error_and_leaves_no_dry_run_folder(arrow, tmp_path):
+    """Issue 12: a 0-byte frame (paths mode) -> one line, exit 2, no half-written folder."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(arrow))["train"]
+    Path(ds.with_format("arrow")["images"].to_pylist()[0][0]["path"]).write_bytes(b"")
+    out = tmp_path / "u"
+    result = invoke("push", arrow, "me/x", "--dry-run", out, ok=False)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "kprep validate" in result.output
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".u")]

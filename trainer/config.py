@@ -93,7 +93,11 @@ class TrainConfig:
         "layers, e.g. to train only --embedding-lr / --projector-lr).",
     )
     lr_scheduler_type: str = _f("cosine", f"LR schedule: {', '.join(SCHEDULERS)}.")
-    warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming up the LR.")
+    warmup_ratio: float = _f(
+        0.03,
+        "Fraction of the steps spent warming up the LR (rounded up, but always leaving the "
+        "last step at a non-zero rate).",
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
     optim: str = _f("paged_adamw_8bit", f"Optimizer (transformers names): {', '.join(OPTIMIZERS)}.")
@@ -366,7 +370,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:  # not a ValueError: one line naming the spot
+                where = getattr(exc, "problem_mark", None)
+                at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"config file {path} is not valid YAML{at} ({problem}): fix it and rerun"
+                ) from None
         elif path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
@@ -374,7 +386,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (ValueError, ImportError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} does not parse: {detail}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

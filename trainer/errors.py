@@ -50,3 +50,33 @@ class MergeError(TrainerError, ValueError):
 
 class DemoError(TrainerError, RuntimeError):
     """A demo stage failed; the message names the stage and what to do."""
+
+
+def model_load_error(flag: str, name: str, exc: BaseException) -> ModelLoadError:
+    """One line for a model that ``from_pretrained`` could not load (HF errors span many lines).
+
+    A path that does not exist is named as such; anything else is a Hub id
+    that is wrong, private, or unreachable offline (transformers raises
+    ``OSError`` for all three, including ``RepositoryNotFoundError`` and
+    ``LocalEntryNotFoundError``).
+    """
+    import os
+
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    first = first[:200]
+    exists = os.path.exists(os.path.expanduser(name))
+    if exists or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not exists:
+            return ModelLoadError(
+                f"{flag} {name!r}: no such folder; pass a model folder or a Hub id such as "
+                "google/gemma-4-e4b-it"
+            )
+        return ModelLoadError(
+            f"{flag} {name!r} is not a loadable model folder ({first}): pass a folder with "
+            "config.json, the weights and the processor files"
+        )
+    return ModelLoadError(
+        f"{flag} {name!r} could not be loaded from the Hub or its local cache ({first}): check "
+        f"the id and your network, run `hf download {name}` where the Hub is reachable "
+        "(then HF_HUB_OFFLINE=1 works), or pass a local folder"
+    )

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.sampling import SAMPLING_METHODS
-from kinetics_prep.schema import Sample
+from kinetics_prep.schema import SPLITS, Sample
 from trainer.config import SOFT_TOKEN_BUDGETS
 from trainer.errors import ConfigError, EvalError
 from trainer.labels import AnswerMatcher, find_label_map, load_label_map
@@ -444,6 +444,28 @@ def _video_settings(config: EvalConfig, recipe: dict[str, Any]) -> dict[str, Any
     }
 
 
+def split_name(data_path: str | Path, split: str) -> str:
+    """The split that was read: ``split`` of an Arrow folder, else the manifest file's own.
+
+    ``kinetic_3K.validation.json`` -> ``validation``; a manifest without a
+    split suffix holds every sample -> ``all``.
+    """
+    path = Path(data_path)
+    if path.is_dir():
+        return split
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in SPLITS else "all"
+
+
+def trained_on(samples: list[Sample], summary: dict[str, Any]) -> list[str]:
+    """Ids of ``samples`` that the training run of ``summary`` (training_summary.json) used."""
+    ids = (summary.get("data") or {}).get("sample_ids")
+    if not ids:
+        return []
+    seen = set(ids)
+    return [s.id for s in samples if s.id in seen]
+
+
 def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run every (model, frame order) of ``config``; return the report (and write it if asked)."""
     import torch
@@ -470,7 +492,19 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
         split=config.split,
         max_samples=config.max_samples,
     )
-    video = _video_settings(config, training_summary(config.adapter).get("recipe") or {})
+    trained = training_summary(config.adapter)
+    video = _video_settings(config, trained.get("recipe") or {})
+    overlap = trained_on(samples, trained)
+    if overlap:
+        logger.warning(
+            "%d of %d evaluation samples were in the training data of %s (e.g. %s): these "
+            "scores are not held-out; evaluate the validation split",
+            len(overlap),
+            len(samples),
+            config.adapter,
+            overlap[0],
+        )
+    top_k = min(config.top_k, len(matcher.labels))
     runs = []
     for name, adapter in _models(config):
         model, processor = load_finetuned(
@@ -485,7 +519,7 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
                 method=config.method,
                 batch_size=config.batch_size,
                 max_new_tokens=config.max_new_tokens,
-                top_k=config.top_k,
+                top_k=top_k,
                 seed=config.seed,
                 name=name,
                 progress=progress,
@@ -500,8 +534,9 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
         "model_id": config.model_id,
         "adapter": config.adapter,
         "data_path": str(config.data_path),
-        "split": config.split,
+        "split": split_name(config.data_path, config.split),
         "num_samples": len(samples),
+        "trained_on": len(overlap),
         "num_videos": sum(s.video is not None for s in samples),
         "num_labels": len(matcher.labels),
         "answer_template": matcher.template,

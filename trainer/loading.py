@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.schema import TRAINING_SUMMARY_NAME
-from trainer.errors import ModelLoadError
+from trainer.errors import ModelLoadError, model_load_error
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +91,8 @@ def load_finetuned(
     try:
         model = Gemma4ForConditionalGeneration.from_pretrained(weights_from, dtype=dtype)
     except OSError as exc:
-        raise ModelLoadError(
-            f"model {weights_from!r} cannot be loaded ({exc}): pass a local folder or a "
-            "reachable Hub id"
-        ) from exc
+        flag = "--model-id" if weights_from == model_id else "--adapter"
+        raise model_load_error(flag, str(weights_from), exc) from exc
     if lora:
         from peft import PeftModel
 

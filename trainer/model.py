@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ModelLoadError, TrainError
+from trainer.errors import TrainError, model_load_error
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,10 @@ def lora_target_names(model, pattern: str) -> list[str]:
 def load_processor(model_id: str, *, max_soft_tokens: int | None = None):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(model_id)
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        raise model_load_error("--model-id", str(model_id), exc) from exc
     if max_soft_tokens:
         processor.image_processor.max_soft_tokens = max_soft_tokens
         processor.video_processor.max_soft_tokens = max_soft_tokens
@@ -114,10 +117,7 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
                 **quantize,
             )
         except OSError as exc:
-            raise ModelLoadError(
-                f"--model-id {config.model_id!r} could not be loaded ({exc}); pass a local folder "
-                "or a Hub id you can reach"
-            ) from exc
+            raise model_load_error("--model-id", str(config.model_id), exc) from exc
     model.config.use_cache = False
     info = ModelInfo(dtype=device_dtype)
     if config.load_in_4bit:

@@ -59,6 +59,10 @@ class PredictConfig:
             problems.append(f"--top-k ({self.top_k}) must be >= 1")
         if self.num_frames is not None and self.num_frames < 1:
             problems.append(f"--num-frames ({self.num_frames}) must be >= 1")
+        if self.short_side is not None and self.short_side < 1:
+            problems.append(
+                f"--short-side ({self.short_side}) must be >= 1 (leave it out for full size)"
+            )
         if self.sampling is not None and self.sampling not in SAMPLING_METHODS:
             problems.append(
                 f"--sampling ({self.sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}"
@@ -111,8 +115,14 @@ def load_frames(
             )
         frames = []
         for _, path in sorted(found):
-            with Image.open(path) as img:
-                frames.append(img.convert("RGB"))
+            try:
+                with Image.open(path) as img:
+                    frames.append(img.convert("RGB"))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL's "cannot identify" is OSError
+                raise PredictError(
+                    f"frame {path} is not a readable image ({exc.__class__.__name__}): "
+                    "re-extract the clip with `kprep extract` or pass the clip itself"
+                ) from exc
         return frames, None
     from kinetics_prep.decode import DecodeError, read_frames
     from kinetics_prep.frames import resize_short_side

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -254,13 +255,22 @@ def _dataset(config: TrainConfig):
 
 
 def _resume_checkpoint(config: TrainConfig) -> str | None:
-    """The newest ``checkpoint-N`` in the output folder with ``--resume``, else None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` in the output folder with ``--resume``, else None.
+
+    A checkpoint an interrupted save left incomplete is skipped with a note
+    (``trainer.checkpoints``), so the run continues from the one before it.
+    """
+    from trainer.checkpoints import newest_complete
 
     if not config.resume:
         return None
     output_dir = Path(config.output_dir)
-    resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    newest, skipped = newest_complete(output_dir)
+    for folder, missing in skipped:
+        logger.warning(
+            "--resume: skipping %s, an interrupted save (no %s)", folder.name, ", ".join(missing)
+        )
+    resume_from = str(newest) if newest is not None else None
     if resume_from is None:
         logger.warning("--resume: no checkpoint-* in %s, starting from step 0", output_dir)
     else:
@@ -268,8 +278,58 @@ def _resume_checkpoint(config: TrainConfig) -> str | None:
     return resume_from
 
 
+def total_steps(
+    *,
+    max_steps: int,
+    num_samples: int,
+    batch_size: int,
+    grad_accum: int,
+    world_size: int,
+    epochs: float,
+) -> int:
+    """Optimizer steps of a run (as the HF Trainer counts them, to within its rounding)."""
+    if max_steps > 0:
+        return max_steps
+    batches = math.ceil(num_samples / max(batch_size * world_size, 1))
+    per_epoch = max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    return max(math.ceil(epochs * per_epoch), 1)
+
+
+def warmup_steps(*, warmup_ratio: float, total: int) -> int:
+    """Warmup steps for ``warmup_ratio`` of ``total``, leaving at least one step at a non-zero rate.
+
+    The HF schedule runs step ``s`` of ``W`` warmup steps at ``s / W`` of the
+    peak rate, so step 0 trains at 0. Rounding the ratio up (as transformers
+    does) gives ``W = 1`` for any run under 34 steps at 0.03, and a one-step
+    run (``--max-steps 1``) would train nothing. Capping ``W`` at ``total - 1``
+    keeps the last step at a non-zero rate:
+
+    >>> warmup_steps(warmup_ratio=0.03, total=1), warmup_steps(warmup_ratio=0.03, total=2)
+    (0, 1)
+    >>> warmup_steps(warmup_ratio=0.03, total=1000)
+    30
+    """
+    if warmup_ratio <= 0 or total <= 1:
+        return 0
+    return min(math.ceil(warmup_ratio * total), total - 1)
+
+
+def trainable_fingerprint(model) -> dict[str, tuple[float, float]]:
+    """(sum, sum of squares) in float64 of every trainable tensor: cheap, and any update moves it."""
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                data = param.detach().double()
+                out[name] = (float(data.sum()), float(data.pow(2).sum()))
+    return out
+
+
 def _training_arguments(
-    config: TrainConfig, *, deepspeed, bf16: bool, cuda: bool, micro: int, accum: int, workers: int
+    config: TrainConfig, *, deepspeed, bf16: bool, cuda: bool, micro: int, accum: int, workers: int,
+    warmup: int | None = None,
 ):
     """``micro`` x ``accum``: the micro-batch split (``--auto-batch`` may change it);
     ``workers``: DataLoader workers (``trainer.workers``)."""
@@ -283,7 +343,8 @@ def _training_arguments(
         gradient_accumulation_steps=accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a value < 1 is a ratio of total steps
+        # whole steps (see warmup_steps); transformers 5 reads a value < 1 as a ratio
+        warmup_steps=config.warmup_ratio if warmup is None else warmup,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         optim=config.optim,
@@ -346,10 +407,20 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
     )
 
     resume_from = _resume_checkpoint(config)
+    steps = total_steps(
+        max_steps=config.max_steps,
+        num_samples=len(dataset),
+        batch_size=micro,
+        grad_accum=accum,
+        world_size=int(os.environ.get("WORLD_SIZE", "1") or 1),
+        epochs=config.num_train_epochs,
+    )
+    warmup = warmup_steps(warmup_ratio=config.warmup_ratio, total=steps)
     args = _training_arguments(
         config, deepspeed=deepspeed, bf16=bf16, cuda=cuda, micro=micro, accum=accum,
-        workers=workers,
+        workers=workers, warmup=warmup,
     )  # fmt: skip
+    before = trainable_fingerprint(model)
     trainer = KprepTrainer(
         model=model,
         args=args,
@@ -360,6 +431,8 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         kprep_config=config,
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
+    after = trainable_fingerprint(model)
+    moved = sum(1 for name, value in before.items() if after.get(name) != value)
 
     output_dir = Path(config.output_dir)
     trainer.save_model(str(output_dir))
@@ -385,10 +458,20 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             **batch_info,
         },
         num_samples=len(samples),
+        sample_ids=[str(sample.id) for sample in samples],
         resumed_from=resume_from,
         started=started,
     )
     summary.update(card_facts(config, samples=samples, model=model, deepspeed=deepspeed, cuda=cuda))
+    summary["warmup_steps"] = warmup
+    summary["weights_changed"] = moved > 0
+    summary["trainable_tensors_changed"] = f"{moved}/{len(before)}"
+    if not moved:
+        logger.warning(
+            "no trainable weight changed in %d steps: check --learning-rate, --warmup-ratio "
+            "and --max-steps",
+            summary["global_step"],
+        )
     atomic_write_text(
         output_dir / TRAINING_SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n"
     )
@@ -412,6 +495,7 @@ def _summary(
     info,
     effective: dict[str, Any],
     num_samples: int,
+    sample_ids: list[str] | None = None,
     resumed_from: str | None,
     started: float,
 ) -> dict[str, Any]:
@@ -432,6 +516,8 @@ def _summary(
             "sha256": data_fingerprint(config.data_path),
             "samples": num_samples,
             "split": config.split,
+            # kprep eval warns when it scores any of these (not a held-out evaluation)
+            "sample_ids": sample_ids,
         },
         "lora_modules": info.lora_modules,
         "trainable_params": info.trainable_params,

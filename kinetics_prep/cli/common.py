@@ -4,7 +4,7 @@
 - :func:`fail`: a one-line error and an exit code;
 - :func:`run_command`: the one place that turns a :class:`KprepError` into
   ``error: <message>`` and exit 2. Any other exception is a bug and keeps its
-  traceback.
+  traceback. Ctrl-C becomes :data:`INTERRUPTED` and exit 130.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from kinetics_prep.errors import KprepError
+
+INTERRUPTED = "interrupted; rerun to resume (work already done is kept)"
+"""What Ctrl-C prints (exit code 130, the shell's code for SIGINT)."""
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,8 +37,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 @contextmanager
 def run_command() -> Iterator[None]:
-    """``with run_command(): ...``: a :class:`KprepError` becomes ``fail(str(error))``."""
+    """``with run_command(): ...``: a :class:`KprepError` becomes ``fail(str(error))``;
+    Ctrl-C (``KeyboardInterrupt``) becomes one line and exit 130."""
     try:
         yield
     except KprepError as error:
         fail(str(error))
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED, highlight=False, markup=False)
+        raise typer.Exit(130) from None

@@ -20,15 +20,22 @@ def subset(values: dict[str, Any]) -> None:
     from kinetics_prep.subset import build_subset
 
     command = shlex.join(["kprep", *sys.argv[1:]]) if sys.argv[1:2] == ["subset"] else None
+    from kinetics_prep.paths import check_output
+
     config = SubsetConfig(**values)
+    inputs = {"--annotations": config.annotations, "--classes-file": config.classes_file}
+    check_output(config.output, "--output", kind="file", inputs=inputs)
+    check_output(config.output.with_suffix(".subset.json"), "--output", kind="file", inputs=inputs)
     summary = build_subset(config, command=command)
     console.print(
         f"wrote {summary['rows']} rows ({summary['classes']} classes, "
-        f"{summary['per_class_min']}-{summary['per_class_max']} per class) to {config.output}"
+        f"{summary['per_class_min']}-{summary['per_class_max']} per class) to {config.output}",
+        markup=False,
     )
     if summary["invalid_rows_skipped"]:
         err_console.print(
-            f"skipped {summary['invalid_rows_skipped']} invalid rows of {config.annotations}"
+            f"skipped {summary['invalid_rows_skipped']} invalid rows of {config.annotations}",
+            markup=False,
         )
 
 
@@ -38,8 +45,12 @@ def download(values: dict[str, Any]) -> None:
 
     from kinetics_prep.cli.extract import _RateColumn
     from kinetics_prep.download import download as run_download
+    from kinetics_prep.paths import check_output
 
     config = DownloadConfig(**values)
+    check_output(
+        config.output_dir, "--output-dir", kind="dir", inputs={"--annotations": config.annotations}
+    )
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -60,6 +71,16 @@ def download(values: dict[str, Any]) -> None:
     with progress:
         report = run_download(config, on_start=on_start, on_record=on_record)
     _print_report(report, config.output_dir)
+    run = report["this_run"]
+    if run["failed"] and not run["ok"] and not run["skipped"]:
+        err_console.print(
+            f"error: every clip of this run failed ({run['failed']}); see the reasons above and "
+            f"in {config.output_dir}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _print_report(report: dict[str, Any], output_dir: Path) -> None:
@@ -82,12 +103,14 @@ def _print_report(report: dict[str, Any], output_dir: Path) -> None:
     run = report["this_run"]
     console.print(
         f"this run: {run['ok']} ok, {run['failed']} failed, {run['skipped']} already done, "
-        f"{run['seconds']:.1f}s; report: {output_dir / DOWNLOAD_REPORT_NAME}"
+        f"{run['seconds']:.1f}s; report: {output_dir / DOWNLOAD_REPORT_NAME}",
+        markup=False,
     )
     if report["invalid_rows"]:
         err_console.print(
             f"{report['invalid_rows']} invalid annotation rows (see reason invalid_row in "
-            f"{output_dir / DOWNLOAD_RECORDS_NAME})"
+            f"{output_dir / DOWNLOAD_RECORDS_NAME})",
+            markup=False,
         )
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from kinetics_prep.cli.common import console, fail
+from kinetics_prep.cli.common import console, err_console, fail
 from kinetics_prep.cli.flags import command_from_config
 from kinetics_prep.extract import ExtractConfig
 
@@ -39,8 +39,15 @@ def extract(values: dict[str, Any]) -> None:
     )
 
     from kinetics_prep.extract import extract_clips
+    from kinetics_prep.paths import check_output
 
     config = ExtractConfig(**values)
+    check_output(
+        config.output_dir,
+        "--output-dir",
+        kind="dir",
+        inputs={"--clips": config.clips, "--annotations": config.annotations},
+    )
     progress = Progress(
         TextColumn("extract"),
         BarColumn(),
@@ -62,6 +69,25 @@ def extract(values: dict[str, Any]) -> None:
     except OSError as error:  # an unreadable input file: one line, exit 2
         fail(f"{error}")
     _print_summary(summary, config)
+    if config.annotations is not None and not summary.annotation_matches:
+        err_console.print(
+            f"warning: --annotations {config.annotations} matches none of the "
+            f"{summary.in_shard} clips (by clip_id <youtube_id>_<start>_<end>): labels come "
+            "from the class folders, if any; check that the file belongs to these clips",
+            style="yellow",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if summary.processed and not summary.ok and not summary.skipped_ok:
+        err_console.print(
+            f"error: no clip of this run was extracted ({summary.processed} failed); "
+            f"see the reasons above and in {summary.records_path}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _print_summary(summary: Any, config: ExtractConfig) -> None:
@@ -82,7 +108,9 @@ def _print_summary(summary: Any, config: ExtractConfig) -> None:
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     table.caption = f"{summary.processed} clips in {summary.seconds:.1f} s ({rate:.1f} clips/s)"
     console.print(table)
-    console.print(f"records: {summary.records_path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"records: {summary.records_path}", highlight=False, soft_wrap=True, markup=False
+    )
 
 
 def register(app: typer.Typer) -> None:

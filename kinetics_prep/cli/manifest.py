@@ -34,7 +34,12 @@ _PROMPT_FLAGS = [
     inspect.Parameter(
         "prompt_file",
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, "--prompt-file", help="Prompts, one per line (or a JSON list)."),
+        default=typer.Option(
+            None,
+            "--prompt-file",
+            help="Prompts, one per line (or a JSON list).",
+            show_default="none",
+        ),
         annotation=Path | None,
     ),
 ]
@@ -44,6 +49,7 @@ def build_manifest(
     values: dict[str, Any], prompt: list[str] | None, prompt_file: Path | None
 ) -> None:
     """Frames + labels -> the conversation manifest, label map and Arrow dataset."""
+    from rich.markup import escape
     from rich.table import Table
 
     from kinetics_prep.conversation import parse_prompts
@@ -58,9 +64,10 @@ def build_manifest(
             fail(f"--prompt-file {str(prompt_file)!r} cannot be read ({error.strerror})")
         prompts += parse_prompts(text, source=f"--prompt-file {prompt_file}")
     config = ManifestConfig(**values, prompts=prompts or [DEFAULT_PROMPT])
+    _check_manifest_outputs(config, prompt_file)
     summary = build(config)
 
-    table = Table(title=f"kprep build-manifest: {config.output}")
+    table = Table(title=f"kprep build-manifest: {escape(str(config.output))}")
     table.add_column("clips")
     table.add_column("count", justify="right")
     table.add_row("extract records", str(summary.records))
@@ -71,7 +78,28 @@ def build_manifest(
     table.caption = f"{len(summary.labels)} labels; {summary.seconds:.1f} s"
     console.print(table)
     for path in summary.outputs:
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _check_manifest_outputs(config: ManifestConfig, prompt_file: Path | None) -> None:
+    """Every file build-manifest writes, checked before it reads a frame."""
+    from kinetics_prep.paths import check_output
+    from kinetics_prep.schema import SPLITS
+
+    inputs: dict[str, Any] = {
+        "--frames-dir": config.frames_dir,
+        "--annotations": config.annotations,
+        "--prompt-file": prompt_file,
+    }
+    for name in ("captions", "label_map", "labels"):
+        value = getattr(config, name, None)
+        if isinstance(value, str | Path):
+            inputs[f"--{name.replace('_', '-')}"] = value
+    files = [config.output, config.label_map_path, config.report_path]
+    files += [config.split_path(split) for split in SPLITS]
+    for path in files:
+        check_output(path, "--output", kind="file", inputs=inputs)
+    check_output(config.arrow_dir, "--output", kind="dir", inputs=inputs)
 
 
 _DATASET = inspect.Parameter(
@@ -126,7 +154,7 @@ def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) ->
     if as_json:
         typer.echo(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
-        table = Table(title=f"kprep validate: {report.source} ({report.format})")
+        table = Table(title=f"kprep validate: {escape(report.source)} ({report.format})")
         table.add_column("check")
         table.add_column("count", justify="right")
         table.add_row("samples", str(report.samples))
@@ -158,6 +186,9 @@ def push(values: dict[str, Any], path: Path, repo_id: str) -> None:
     options = PushOptions(**values)
     ids = {"base_model_id": options.base_model_id, "dataset_id": options.dataset_id}
     if options.dry_run is not None:
+        from kinetics_prep.paths import check_output
+
+        check_output(options.dry_run, "--dry-run", kind="dir", inputs={"PATH": path})
         kind, staged = stage(path, options.dry_run, repo_id=repo_id, **ids)
     else:
         result = publish(
@@ -175,16 +206,16 @@ def push(values: dict[str, Any], path: Path, repo_id: str) -> None:
         what = "model: " + ", ".join(p.name for p in staged.files)
     size = f"{staged.bytes / 1e6:.1f} MB"
     if options.dry_run is not None:
-        console.print(f"dry run: {len(staged.files)} files ({what}; {size}) in {options.dry_run}")
+        console.print(f"dry run: {len(staged.files)} files ({what}; {size}) in {options.dry_run}", markup=False)
         for file in staged.files:
-            console.print(f"  {file}", highlight=False)
+            console.print(f"  {file}", highlight=False, markup=False)
         return
     visibility = {True: "private", False: "public", None: "visibility unknown"}[result.private]
-    console.print(f"pushed {what} ({size}) to {result.url} ({visibility})", highlight=False)
+    console.print(f"pushed {what} ({size}) to {result.url} ({visibility})", highlight=False, markup=False)
     if result.created:
-        console.print(f"created the {kind} repo {repo_id}", highlight=False)
+        console.print(f"created the {kind} repo {repo_id}", highlight=False, markup=False)
     if result.visibility_changed:
-        console.print(f"set {repo_id} to {visibility}", highlight=False)
+        console.print(f"set {repo_id} to {visibility}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,13 @@ def run_local(
                 )
             )
             continue
+        try:
+            empty = src.stat().st_size == 0
+        except OSError:
+            empty = True
+        if empty:  # a 0-byte file is no clip: a failure to fix, not a success to keep
+            emit(clip_record(row, "local", reason="empty_file", error=f"{src} is empty (0 bytes)"))
+            continue
         dest = clips / f"{row.clip_id}{src.suffix.lower()}"
         try:
             if not (dest.exists() and dest.resolve() == src.resolve()):

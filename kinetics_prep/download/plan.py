@@ -33,6 +33,7 @@ REASONS = (
     "rate_limited",
     "network",
     "not_found",
+    "empty_file",
     "archive_failed",
     "invalid_row",
     "unsupported_format",

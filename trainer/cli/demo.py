@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from kinetics_prep.cli.common import console, fail, run_command
+from trainer.cli.quiet import quiet_third_party
+from trainer.cli.stack import require_training_stack
 
 
 def demo(
@@ -31,9 +34,17 @@ def demo(
         1, "--torch-threads", help="CPU threads for torch (1 suits the tiny model best)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the clips, the split and training."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show library logs.", show_default="off"
+    ),
 ) -> None:
     """Prove on a CPU that kprep's pipeline teaches Gemma 4 to read frame order."""
+    quiet_third_party(verbose)
+    require_training_stack("demo")
+    from kinetics_prep.paths import check_output
+
+    with run_command():
+        check_output(output_dir, "--output-dir", kind="dir")
     import logging
 
     logging.basicConfig(
@@ -65,12 +76,14 @@ def demo(
         )
 
         def on_stage(name: str, message: str) -> None:
-            console.print(f"[bold]{name:>8}[/] {message}", highlight=False)
+            console.print(f"[bold]{escape(name):>8}[/] {escape(message)}", highlight=False)
 
-        console.print(f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)")
+        console.print(
+            f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)", markup=False
+        )
         with _progress() as bar:
             result = run_demo(config, on_stage=on_stage, progress=_progress_callback(bar))
-    console.print(markdown_table(result["eval"]), highlight=False, soft_wrap=True)
+    console.print(markdown_table(result["eval"]), highlight=False, soft_wrap=True, markup=False)
     console.print(
         f"top1 {result['top1']:.3f} (target >= {TARGETS['top1']}), "
         f"shuffled {result['top1_shuffled']:.3f} (<= {TARGETS['top1_shuffled']}), "
@@ -78,7 +91,7 @@ def demo(
         f"train {result['train_seconds']:.0f} s, total {result['total_seconds']:.0f} s",
         highlight=False,
     )
-    console.print(f"report -> {output_dir / 'demo_report.json'}", highlight=False)
+    console.print(f"report -> {output_dir / 'demo_report.json'}", highlight=False, markup=False)
     if not result["targets_met"]:
         console.print("[yellow]targets not met[/] (see the report)", highlight=False)
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from kinetics_prep.cli.common import console, fail, run_command
+from kinetics_prep.cli.common import console, err_console, fail, run_command
+from trainer.cli.quiet import quiet_third_party
+from trainer.cli.stack import require_training_stack
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -71,11 +73,13 @@ def eval_command(
         None,
         "--adapter",
         help="kprep train's --output-dir (LoRA adapter or full fine-tuned model).",
+        show_default="none: the base model alone",
     ),
     compare_base: bool = typer.Option(
         False,
         "--compare-base",
         help="With --adapter, also evaluate the base model alone, side by side.",
+        show_default="off",
     ),
     frame_order: list[str] = typer.Option(
         ["normal"], "--frame-order", help="normal, shuffled or reversed; repeat for several."
@@ -85,14 +89,15 @@ def eval_command(
         None,
         "--image-folder",
         "--image_folder",
-        help="Root of the image paths (default: the manifest's folder).",
+        help="Root of the image paths.",
+        show_default="the manifest's folder",
     ),
     split: str = typer.Option("validation", "--split", help="Split of an Arrow DatasetDict."),
     label_map: Path | None = typer.Option(
-        None, "--label-map", help="label_map.json (default: next to the data)."
+        None, "--label-map", help="label_map.json.", show_default="the one beside the data"
     ),
     max_samples: int | None = typer.Option(
-        None, "--max-samples", help="Evaluate the first N samples only."
+        None, "--max-samples", help="Evaluate the first N samples only.", show_default="all"
     ),
     batch_size: int = typer.Option(
         16, "--batch-size", help="Candidate answers scored per forward pass."
@@ -100,18 +105,22 @@ def eval_command(
     max_new_tokens: int = typer.Option(24, "--max-new-tokens", help="Longest generated answer."),
     top_k: int = typer.Option(5, "--top-k", help="k of the ranking top-k accuracy."),
     max_soft_tokens: int | None = typer.Option(
-        None, "--max-soft-tokens", help="Vision tokens per frame (as in training)."
+        None,
+        "--max-soft-tokens",
+        help="Vision tokens per frame.",
+        show_default="the training recipe's, else the processor's",
     ),
     num_frames: int | None = typer.Option(
         None,
         "--num-frames",
-        help="Frames decoded from each raw-video sample (default: the training recipe's, else 4).",
+        help="Frames decoded from each raw-video sample.",
+        show_default="the training recipe's, else 4",
     ),
     sampling: str | None = typer.Option(
         None,
         "--sampling",
-        help="Frame sampling of raw-video samples: center | linspace | random "
-        "(default: the training recipe's, else center).",
+        help="Frame sampling of raw-video samples: center | linspace | random.",
+        show_default="the training recipe's, else center",
     ),
     decoder: str = typer.Option(
         "auto",
@@ -120,15 +129,37 @@ def eval_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffled frame order."),
     torch_threads: int | None = typer.Option(
-        None, "--torch-threads", help="CPU threads for torch."
+        None, "--torch-threads", help="CPU threads for torch.", show_default="torch's own"
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the JSON report here (and a .md table beside it)."
+        None,
+        "--output",
+        "-o",
+        help="Write the JSON report here (and a .md table beside it).",
+        show_default="print only",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log progress details.", show_default="off"
+    ),
 ) -> None:
     """Held-out top-1 (generation) and top-1/top-5 (likelihood ranking) accuracy."""
+    quiet_third_party(verbose)
+    require_training_stack("eval")
     _setup_logging(verbose)
+    if output is not None:
+        from kinetics_prep.paths import check_output, local_path
+        from kinetics_prep.schema import label_map_path
+
+        inputs = {
+            "--data-path": data_path,
+            "--label-map": label_map or label_map_path(data_path),
+            "--adapter": adapter,
+            "--model-id": local_path(model_id),
+            "--image-folder": image_folder,
+        }
+        with run_command():
+            check_output(output, "--output", kind="file", inputs=inputs)
+            check_output(output.with_suffix(".md"), "--output", kind="file", inputs=inputs)
     try:
         from trainer.evaluate import EvalConfig, evaluate
         from trainer.report import markdown_table
@@ -159,46 +190,89 @@ def eval_command(
         )
         with _progress() as bar:
             report = evaluate(cfg, progress=_progress_callback(bar))
-    console.print(markdown_table(report), highlight=False, soft_wrap=True)
+    console.print(markdown_table(report), highlight=False, soft_wrap=True, markup=False)
+    if report.get("trained_on"):
+        err_console.print(
+            f"warning: {report['trained_on']} of {report['num_samples']} samples of "
+            f"{data_path} were in the adapter's training data (training_summary.json): "
+            "these scores are not held-out",
+            style="yellow",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if adapter is not None:
         from trainer.card import record_evaluation
 
         card = record_evaluation(adapter, report)
         if card is not None:
-            console.print(f"model card updated with these results -> {card}", highlight=False)
+            console.print(
+                f"model card updated with these results -> {card}", highlight=False, markup=False
+            )
     if output:
-        console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
+        console.print(
+            f"report -> {output} (+ {output.with_suffix('.md').name})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def predict(
     source: Path = typer.Argument(..., help="A clip file or an extracted frames/<clip_id> folder."),
     adapter: Path | None = typer.Option(
-        None, "--adapter", help="kprep train's --output-dir (LoRA or full model)."
+        None,
+        "--adapter",
+        help="kprep train's --output-dir (LoRA or full model).",
+        show_default="none: the base model alone",
     ),
     model_id: str | None = typer.Option(
-        None, "--model-id", "--model_id", help="Base model (default: from training_summary.json)."
+        None,
+        "--model-id",
+        "--model_id",
+        help="Base model.",
+        show_default="the adapter's training_summary.json",
     ),
-    rank: bool = typer.Option(False, "--rank", help="Also rank every label by answer likelihood."),
+    rank: bool = typer.Option(
+        False, "--rank", help="Also rank every label by answer likelihood.", show_default="off"
+    ),
     top_k: int = typer.Option(5, "--top-k", help="Labels shown with --rank."),
     num_frames: int | None = typer.Option(
-        None, "--num-frames", help="Frames decoded from a clip (default: the training recipe's)."
+        None,
+        "--num-frames",
+        help="Frames decoded from a clip.",
+        show_default="the training recipe's",
     ),
     sampling: str | None = typer.Option(
-        None, "--sampling", help="center | linspace | random (default: the training recipe's)."
+        None,
+        "--sampling",
+        help="center | linspace | random.",
+        show_default="the training recipe's",
     ),
     short_side: int | None = typer.Option(
-        None, "--short-side", help="Shrink decoded frames as `kprep extract --short-side` did."
+        None,
+        "--short-side",
+        help="Shrink decoded frames as `kprep extract --short-side` did.",
+        show_default="full size",
     ),
     label_map: Path | None = typer.Option(
-        None, "--label-map", help="label_map.json (default: beside the training data)."
+        None,
+        "--label-map",
+        help="label_map.json.",
+        show_default="the one beside the training data",
     ),
     prompt: str | None = typer.Option(
-        None, "--prompt", help="Override the prompt (default: the training data's)."
+        None, "--prompt", help="Override the prompt.", show_default="the training data's"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON.", show_default="off"
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log progress details.", show_default="off"
+    ),
 ) -> None:
     """Name the action in one clip, with the sampling and prompt used in training."""
+    quiet_third_party(verbose)
+    require_training_stack("predict")
     _setup_logging(verbose)
     try:
         from trainer.predict import PredictConfig
@@ -225,26 +299,55 @@ def predict(
         typer.echo(json.dumps(result))
         return
     label = result["label"] or "(no label matches the answer)"
-    console.print(f"{source}: {label}", highlight=False)
-    console.print(f"answer: {result['answer']!r}", highlight=False)
+    console.print(f"{source}: {label}", highlight=False, markup=False)
+    console.print(f"answer: {result['answer']!r}", highlight=False, markup=False)
     for i, row in enumerate(result.get("ranked") or [], start=1):
-        console.print(f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})")
+        console.print(
+            f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})", markup=False
+        )
 
 
 def merge(
     adapter: Path = typer.Option(..., "--adapter", help="kprep train's --output-dir."),
     output: Path = typer.Option(..., "--output", help="Folder for the merged model + README.md."),
     model_id: str | None = typer.Option(
-        None, "--model-id", "--model_id", help="Base model (default: from training_summary.json)."
+        None,
+        "--model-id",
+        "--model_id",
+        help="Base model.",
+        show_default="the adapter's training_summary.json",
     ),
     eval_report: Path | None = typer.Option(
-        None, "--eval-report", help="kprep eval --output JSON: its table goes into the card."
+        None,
+        "--eval-report",
+        help="kprep eval --output JSON: its table goes into the card.",
+        show_default="none",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a non-empty --output.", show_default="off"
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log progress details.", show_default="off"
+    ),
 ) -> None:
     """Merge a LoRA adapter into its base (safetensors) and write a model card."""
+    quiet_third_party(verbose)
+    require_training_stack("merge")
     _setup_logging(verbose)
+    from kinetics_prep.paths import check_output, local_path
+
+    with run_command():
+        check_output(
+            output,
+            "--output",
+            kind="dir",
+            inputs={
+                "--adapter": adapter,
+                "--model-id": local_path(model_id),
+                "--eval-report": eval_report,
+            },
+            contain_inputs=False,
+        )
     try:
         from trainer.merge import merge as run_merge
     except ImportError as exc:
@@ -257,7 +360,7 @@ def merge(
             eval_report=eval_report,
             overwrite=overwrite,
         )
-    console.print(f"merged model + README.md -> {out}", highlight=False)
+    console.print(f"merged model + README.md -> {out}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,19 +18,34 @@ import typer
 
 from kinetics_prep.cli.common import console, fail, run_command
 from kinetics_prep.cli.flags import config_parameters
+from kinetics_prep.paths import check_output, local_path
+from trainer.cli.quiet import quiet_third_party
+from trainer.cli.stack import require_training_stack
 from trainer.config import TrainConfig
 
 
-def _train_command(config: Path | None = None, **flags: Any) -> None:
+def _train_command(config: Path | None = None, verbose: bool = False, **flags: Any) -> None:
+    quiet_third_party(verbose)
     with run_command():
         cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
+        check_output(
+            cfg.output_dir,
+            "--output-dir",
+            kind="dir",
+            inputs={
+                "--data-path": cfg.data_path,
+                "--image-folder": cfg.image_folder,
+                "--model-id": local_path(cfg.model_id),
+            },
+            contain_inputs=False,
+        )
     if (cfg.num_gpus or cfg.hostfile) and "LOCAL_RANK" not in os.environ:
         from trainer.train import launcher_command, write_resolved_config
 
         cmd = launcher_command(
             write_resolved_config(cfg), num_gpus=cfg.num_gpus, hostfile=cfg.hostfile
         )
-        console.print(f"launching: {' '.join(cmd)}", highlight=False)
+        console.print(f"launching: {' '.join(cmd)}", highlight=False, markup=False)
         try:
             raise typer.Exit(subprocess.call(cmd))
         except FileNotFoundError:
@@ -38,11 +53,10 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
 
     import logging
 
+    require_training_stack("train")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        from trainer.train import train
-    except ImportError as exc:
-        fail(f"training needs the training stack ({exc.name} missing): pip install -e '.[train]'")
+    from trainer.train import train
+
     with run_command():  # a KprepError is one line and exit 2; anything else is a bug
         summary = train(cfg)
     if summary:
@@ -50,7 +64,14 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
             f"trained {summary['global_step']} steps, final loss {summary['final_loss']}, "
             f"{summary['train_samples_per_second']} samples/s -> {summary['output_dir']}",
             highlight=False,
+            markup=False,
         )
+        if summary.get("weights_changed") is False:
+            fail(
+                f"the run trained nothing: no trainable weight changed in "
+                f"{summary['global_step']} steps (see {summary['output_dir']}/training_summary.json)"
+                "; raise --learning-rate or --max-steps, or lower --warmup-ratio"
+            )
 
 
 def _build_signature() -> inspect.Signature:
@@ -61,6 +82,7 @@ def _build_signature() -> inspect.Signature:
             None,
             "--config",
             help="YAML or JSON file of settings (defaults < file < flags).",
+            show_default="none",
             exists=True,
             dir_okay=False,
         ),
@@ -68,7 +90,19 @@ def _build_signature() -> inspect.Signature:
     )
     # layered: a flag not given is None, so a --config file sits between defaults and flags
     flags = config_parameters(TrainConfig, snake_alias=True, layered=True)
-    return inspect.Signature([config_file, *flags])
+    verbose = inspect.Parameter(
+        "verbose",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            False,
+            "--verbose",
+            "-v",
+            help="Also show third-party warnings (deprecations, optional kernels).",
+            show_default="off",
+        ),
+        annotation=bool,
+    )
+    return inspect.Signature([config_file, *flags, verbose])
 
 
 def train_command(**kwargs: Any) -> None:
