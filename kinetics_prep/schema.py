@@ -363,7 +363,9 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, list):
         raise SchemaError(f"label map {str(path)!r} has no 'labels' list")
-    template = data.get("answer_template")
+    # No key: a map written before templates were recorded (or by `kprep download`),
+    # so the default template; an explicit null: free-text answers (captions).
+    template = data.get("answer_template", DEFAULT_ANSWER_TEMPLATE)
     return LabelMap(
         labels=[str(x) for x in labels],
         answer_template=template if isinstance(template, str) else None,

@@ -105,7 +105,7 @@ def test_archive_size_cap_and_deadline_fail_the_archive_and_every_row_is_recorde
     slow = make_tarball([(f"{rows[1]}_000010_000020.mp4", os.urandom(1_000), None)])
     args, out = mirror_args(tmp_path, server, {"big.tar.gz": big}, rows)
     result = invoke(*args, "--max-archive-gb", "0.00002")  # 20 kB
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # every row failed: the run fails (issue 12)
     (archive,) = report(out)["archives"]
     assert archive["status"] == "failed" and "--max-archive-gb" in archive["error"]
     assert {k: r["reason"] for k, r in records(out).items()} == {
@@ -116,7 +116,7 @@ def test_archive_size_cap_and_deadline_fail_the_archive_and_every_row_is_recorde
 
     args, out = mirror_args(tmp_path / "t", server, {"slow.tar.gz": slow}, rows)
     result = invoke(*args, "--archive-timeout", "0.000001")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     (archive,) = report(out)["archives"]
     assert archive["status"] == "failed" and "--archive-timeout" in archive["error"]
     assert len(records(out)) == 2

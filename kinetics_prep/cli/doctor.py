@@ -11,7 +11,10 @@ from kinetics_prep.cli.common import console, err_console
 
 def doctor(
     cookies: Path | None = typer.Option(
-        None, "--cookies", help="Netscape cookies file you will pass to kprep download."
+        None,
+        "--cookies",
+        help="Netscape cookies file you will pass to kprep download.",
+        show_default="none",
     ),
 ) -> None:
     """Check yt-dlp, its JS challenge solver and runtime, ffmpeg and the cookies file (offline)."""
