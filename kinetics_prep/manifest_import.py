@@ -30,6 +30,7 @@ from typing import Any
 from kinetics_prep.annotations import parse_clip_id
 from kinetics_prep.errors import ConversationError, ManifestError
 from kinetics_prep.manifest import IMAGES_CHOICES
+from kinetics_prep.paths import UnsafePathError, inside
 from kinetics_prep.schema import (
     BUILD_REPORT_NAME,
     Sample,
@@ -150,7 +151,11 @@ def sample_from_entry(entry: dict[str, Any], *, index: int, image_root: Path, wh
         first = images[0] if images else videos[0]
         sample_id = Path(first).parent.name if images else Path(first).stem
     sample_id = str(sample_id or index)
-    for name in images:
+    for name in images:  # these files get embedded and may be pushed: never outside the root
+        try:
+            inside(image_root, name, where=where)
+        except UnsafePathError as error:
+            raise ManifestError(str(error)) from None
         if not (image_root / name).is_file():
             raise ManifestError(
                 f"{where}: frame {name!r} not found under --image-root {str(image_root)!r}; "

@@ -154,3 +154,19 @@ def test_jsonl_manifest_imports(tmp_path):
     import datasets
 
     assert datasets.load_from_disk(str(root / "out_arrow"))["train"].num_rows == 5
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot"])
+def test_a_frame_path_outside_the_image_root_is_refused(tmp_path, escape):
+    """Imported frames get embedded and may be pushed: a crafted path cannot pull in other files."""
+    root = tmp_path / "ds"
+    entries = lay_out(EXCERPT, root)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(_jpeg(3))
+    name = str(secret) if escape == "absolute" else "../secret.jpg"
+    entries[2]["messages"][0]["content"][0]["image"] = name
+    (root / "crafted.json").write_text(json.dumps(entries))
+    result = run("import-manifest", root / "crafted.json")
+    assert result.exit_code == 2, result.output
+    assert "entry 2" in result.output and "must stay inside" in result.output
+    assert not (root / "crafted_arrow").exists()
