@@ -11,7 +11,11 @@ import pytest
 from kinetics_prep.demo_clips import (
     DEMO_CLASSES,
     REVERSED_CLASS,
+    draw_geometry,
+    geometry_space,
     moving_shape_frames,
+    order_blind_ceiling,
+    symmetric_under_reversal,
     write_demo_clips,
 )
 
@@ -28,7 +32,7 @@ def _centroid(frame: np.ndarray) -> tuple[float, float]:
 )
 def test_shape_moves_in_the_named_direction(label, axis, sign):
     for seed in range(20):
-        frames = moving_shape_frames(label, num_frames=16, size=64, seed=seed)
+        frames = moving_shape_frames(label, num_frames=17, size=64, seed=seed)
         first, last = _centroid(frames[0]), _centroid(frames[-1])
         side = int(((frames[0].astype(float).mean(axis=2) > 100).sum()) ** 0.5)
         room = 64 - side
@@ -47,6 +51,43 @@ def test_reversed_clip_looks_like_the_reversed_class():
         sign = 1 if opposite in ("moving right", "moving down") else -1
         assert sign * (_centroid(frames[-1])[axis] - _centroid(frames[0])[axis]) > 0
     assert {REVERSED_CLASS[REVERSED_CLASS[c]] for c in DEMO_CLASSES} == set(DEMO_CLASSES)
+
+
+def test_sampled_frames_are_symmetric_under_reversal():
+    """4 centre samples of the demo's 17-frame clips are the mirror of themselves."""
+    from kinetics_prep.sampling import sample_indices
+    from trainer.demo import DemoConfig
+
+    n = DemoConfig().clip_frames
+    indices = sample_indices(n, 4, method="center")
+    assert indices == [2, 6, 10, 14] and symmetric_under_reversal(indices, n)
+    assert not symmetric_under_reversal(sample_indices(16, 4, method="center"), 16)
+
+
+def test_generator_is_symmetric_under_time_reversal():
+    """A backward clip is its forward twin (same draws) played backwards, frame for frame."""
+    for seed in range(12):
+        for forward, backward in (("moving right", "moving left"), ("moving down", "moving up")):
+            a = moving_shape_frames(forward, seed=seed)
+            b = moving_shape_frames(backward, seed=seed)
+            assert all(np.array_equal(x, y) for x, y in zip(a[::-1], b, strict=True))
+    # geometry_space is the distribution draw_geometry samples: a proper table, same support
+    space = dict(geometry_space(64))
+    assert sum(space.values()) == pytest.approx(1.0, abs=1e-9)
+    rng = np.random.default_rng(0)
+    assert all(draw_geometry(rng, 64) in space for _ in range(2000))
+
+
+def test_order_blind_ceiling_is_exactly_one_half():
+    """Exact Bayes accuracy of an order-blind model on the demo's clips: 0.50 (issue 13)."""
+    from trainer.demo import DemoConfig
+
+    config = DemoConfig()
+    ceiling = order_blind_ceiling(num_frames=config.clip_frames, size=config.clip_size)
+    assert ceiling == pytest.approx(0.50, abs=0.005)
+    # The same computation exposes the old 16-frame clips, whose sampled sets differ
+    # from their reversed twins' (issue 13 measured about 0.82).
+    assert order_blind_ceiling(num_frames=16, size=config.clip_size) > 0.80
 
 
 def test_same_seed_same_frames_and_bad_arguments():
@@ -93,33 +134,83 @@ def _run_demo_cli(output_dir, *extra):
 
 def test_kprep_demo_wires_every_stage(tmp_path):
     """A miniature demo: every stage runs through its real code path and reports."""
+    from trainer.demo import REPORT_KEYS
+
     out = tmp_path / "demo"
-    result, report = _run_demo_cli(out, "--clips-per-class", "4", "--max-steps", "2")
-    for stage in ("clips", "extract", "manifest", "model", "train", "eval"):
+    result, report = _run_demo_cli(out, "--clips-per-class", "8", "--max-steps", "2")
+    for stage in ("clips", "extract", "manifest", "train", "control", "eval", "sheet"):
         assert stage in report["stage_seconds"]
         assert stage in result.output
-    assert "| fine-tuned | normal |" in result.output
-    assert "| fine-tuned | shuffled |" in result.output
-    assert "| fine-tuned | reversed |" in result.output
-    for key in ("top1", "top1_shuffled", "top1_reversed", "train_seconds"):
-        assert 0 <= report[key] <= (1 if key.startswith("top1") else 600)
-    assert report["train_steps"] == 2
+    for order in ("normal", "shuffled", "reversed"):
+        assert f"| fine-tuned | {order} |" in result.output
+    assert set(REPORT_KEYS) <= set(report)
+    for key in ("top1", "top1_shuffled", "top1_reversed", "order_blind_control_top1"):
+        assert 0 <= report[key] <= 1
+    assert report["order_blind_ceiling"] == pytest.approx(0.5, abs=0.005)
+    assert report["train_steps"] == 2 and report["seed"] == 0
     assert report["labels"] == sorted(DEMO_CLASSES)
-    assert sum(report["samples"].values()) == 16
-    # the real pipeline's files: extract records, manifest + split, label map, Arrow, model
-    data = out / "data"
-    assert (data / "extract_results.jsonl").is_file()
-    assert (data / "kinetic_demo.validation.json").is_file()
-    assert json.loads((data / "label_map.json").read_text())["labels"] == sorted(DEMO_CLASSES)
-    assert (data / "kinetic_demo_arrow").is_dir()
-    assert (
-        json.loads((out / "model" / "processor_config.json").read_text())["image_processor"][
-            "do_resize"
-        ]
-        is False
-    )
-    assert (out / "run" / "training_summary.json").is_file()
-    assert (out / "eval_report.json").is_file() and (out / "eval_report.md").is_file()
+    assert set(report["splits"]) == {"train", "validation", "test"}
+    assert sum(report["splits"].values()) == 32 and min(report["splits"].values()) >= 1
+    # the product's default kind of run: a PEFT LoRA adapter on the text layers + the projector
+    run = Path(report["run_dir"])
+    assert report["train_mode"] == "lora" and report["lora_modules"] > 0
+    assert (run / "adapter_config.json").is_file() and (run / "adapter_model.safetensors").is_file()
+    summary = json.loads((run / "training_summary.json").read_text())
+    assert summary["adapter"] is True and summary["recipe"]["use_lora"] is True
+    assert set(summary["trainable_by_part"]) == {"text", "projector"}
+    assert summary["trainable_params"] == report["trainable_parameters"]
+    assert "embeddings" not in summary["effective"]["param_groups"]
+    assert summary["trainable_by_part"]["text"] < 0.2 * summary["total_params"]  # adapters only
+    # the splits do not overlap, and the figures come from the test split
+    data = out / "seed-0" / "data"
+    ids = {
+        name: {e["id"] for e in json.loads((data / f"kinetic_demo.{name}.json").read_text())}
+        for name in ("train", "validation", "test")
+    }
+    assert not (ids["train"] & ids["test"] or ids["train"] & ids["validation"])
+    assert not ids["validation"] & ids["test"]
+    evaluated = json.loads((out / "eval_report.json").read_text())
+    assert evaluated["data_path"].endswith("kinetic_demo.test.json")
+    assert {p["id"] for p in evaluated["runs"][0]["predictions"]} == ids["test"]
+    # the control trained on the same samples with their frames permuted
+    permuted = json.loads((data / "kinetic_demo.train_permuted.json").read_text())
+    original = json.loads((data / "kinetic_demo.train.json").read_text())
+    assert [e["id"] for e in permuted] == [e["id"] for e in original]
+    frames = [
+        [c["image"] for c in e["messages"][0]["content"] if c["type"] == "image"] for e in permuted
+    ]
+    assert any(f != sorted(f) for f in frames)
+    assert (out / "seed-0" / "control" / "adapter_config.json").is_file()
+    # pictures, linked from the markdown reports
+    for picture, least in (
+        (run / "loss_curve.png", 5_000),
+        (out / "eval_report_confusion.png", 5_000),
+        (out / "contact_sheet.png", 10_000),
+    ):
+        assert picture.is_file() and picture.stat().st_size > least, picture
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(eval_report_confusion.png)" in (out / "eval_report.md").read_text()
+    demo_md = (out / "demo_report.md").read_text()
+    assert "(contact_sheet.png)" in demo_md and "loss_curve.png" in demo_md
+
+
+def test_kprep_demo_keeps_each_seed_apart(tmp_path):
+    """`kprep demo --seed 1` into a folder of a seed-0 demo writes its own clips and frames."""
+    out = tmp_path / "demo"
+    common = ("--clips-per-class", "4", "--max-steps", "1", "--no-control")
+    _run_demo_cli(out, *common)
+    seed0 = {p: p.read_bytes() for p in (out / "seed-0" / "clips").rglob("*.mp4")}
+    _, report = _run_demo_cli(out, *common, "--seed", "1")
+    assert report["seed"] == 1 and report["order_blind_control_top1"] is None
+    seed1 = {
+        p.relative_to(out / "seed-1"): p.read_bytes()
+        for p in (out / "seed-1" / "clips").rglob("*.mp4")
+    }
+    assert len(seed1) == len(seed0) == 16
+    assert all(seed1[p.relative_to(out / "seed-0")] != b for p, b in seed0.items())
+    assert {p: p.read_bytes() for p in seed0} == seed0  # seed 0's clips untouched
+    evaluated = json.loads((out / "eval_report.json").read_text())
+    assert "seed-1" in evaluated["data_path"]
 
 
 def test_demo_model_position_table_is_linear(tmp_path):
@@ -173,8 +264,9 @@ def test_demo_settings_are_checked_together():
     from trainer.demo import DemoConfig, DemoError
 
     with pytest.raises(DemoError) as err:
-        DemoConfig(max_steps=0, embedding_lr=-1.0, frame_size=20)
+        DemoConfig(max_steps=0, projector_lr=-1.0, frame_size=20, test_fraction=0.8)
     message = str(err.value)
     assert "--max-steps (0) must be >= 1" in message
-    assert "--embedding-lr (-1.0) must be >= 0" in message
+    assert "--projector-lr (-1.0) must be >= 0" in message
+    assert "--val-fraction + --test-fraction" in message
     assert "--frame-size (20) must be a multiple of 8" in message

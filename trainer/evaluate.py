@@ -672,6 +672,7 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
         "split": config.split,
         "num_samples": len(samples),
         "num_labels": len(matcher.labels),
+        "labels": list(matcher.labels),
         "answer_template": matcher.template,
         "method": config.method,
         "chance_top1": 1 / len(matcher.labels),
@@ -728,6 +729,21 @@ def per_class_table(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _confusion_png(report: dict[str, Any], path: Path) -> Path | None:
+    """``<report>_confusion.png`` beside the report (None without matplotlib)."""
+    try:
+        from trainer.plots import confusion_matrices
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the train extra
+        logger.warning("no confusion matrix (%s): pip install matplotlib", exc)
+        return None
+    labels = report.get("labels") or sorted(
+        {row["label"] for run in report["runs"] for row in run["predictions"]}
+    )
+    return confusion_matrices(
+        report["runs"], path.with_name(f"{path.stem}_confusion.png"), labels=labels
+    )
+
+
 def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report and a markdown summary beside it (``.md``); atomic."""
     path = Path(path)
@@ -742,6 +758,9 @@ def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
         "",
         markdown_table(report),
     ]
+    confusion = _confusion_png(report, path)
+    if confusion is not None:
+        text += [f"![confusion matrices]({confusion.name})", ""]
     for run in report["runs"]:
         text += [f"## {run['model']}, frames {run['frame_order']}", "", per_class_table(run)]
         if run["confused_pairs"]:

@@ -118,7 +118,11 @@ def model_card(
     lines.append(f'processor = AutoProcessor.from_pretrained("{name}")')
     lines.append("```")
     lines.append("")
-    lines.append(f"or from the command line: `kprep predict CLIP.mp4 --model-id {name}`.")
+    lines.append(
+        f"or from the command line: `kprep predict CLIP.mp4 --model-id {name} "
+        "--label-map label_map.json` (the training dataset's label map, written by "
+        "`kprep build-manifest`)."
+    )
     lines.append("")
     lines.append("## Training recipe")
     lines.append("")
@@ -141,8 +145,9 @@ def model_card(
             f"{recipe.get('per_device_train_batch_size')} x {recipe.get('gradient_accumulation_steps')}",
         ),
         (
-            "learning rate (text / vision / projector)",
-            f"{recipe.get('learning_rate')} / {recipe.get('image_encoder_lr')} / {recipe.get('projector_lr')}",
+            "learning rate (text / embeddings / vision / projector)",
+            f"{recipe.get('learning_rate')} / {_embedding_lr_text(recipe, use_lora)} / "
+            f"{recipe.get('image_encoder_lr')} / {recipe.get('projector_lr')}",
         ),
         ("schedule, warmup", f"{recipe.get('lr_scheduler_type')}, {recipe.get('warmup_ratio')}"),
         ("optimizer", effective.get("optimizer") or recipe.get("optim")),
@@ -280,3 +285,11 @@ def merge(
         raise
     logger.info("merged %s into %s -> %s", adapter, base, output)
     return output
+
+
+def _embedding_lr_text(recipe: dict, use_lora: bool) -> str:
+    """The token embeddings' learning rate as training used it (LoRA keeps them frozen)."""
+    if use_lora:
+        return "frozen"
+    rate = recipe.get("embedding_lr")
+    return str(recipe.get("learning_rate") if rate is None else rate)

@@ -362,6 +362,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             "train_steps_per_second": metrics.get("train_steps_per_second"),
             "wall_seconds": round(time.time() - started, 3),
         }
+        summary["loss_curve"] = _loss_curve(trainer.state.log_history, output_dir)
         _atomic_write(output_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
         logger.info(
             "done: %d steps, final loss %s, %.3f samples/s -> %s",
@@ -371,6 +372,17 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             output_dir,
         )
     return summary
+
+
+def _loss_curve(log_history, output_dir: Path) -> str | None:
+    """Draw ``loss_curve.png`` beside the summary; its file name, or None without matplotlib."""
+    try:
+        from trainer.plots import LOSS_CURVE_NAME, loss_curve
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the train extra
+        logger.warning("no loss curve (%s): pip install matplotlib", exc)
+        return None
+    loss_curve(log_history, output_dir / LOSS_CURVE_NAME, title=f"kprep train: {output_dir.name}")
+    return LOSS_CURVE_NAME
 
 
 def _innermost_optimizer(optimizer) -> str:
