@@ -98,13 +98,13 @@ class DemoConfig:
     clip_size: int = 64
     clip_frames: int = 17  # 4 centre samples of 17 frames are symmetric under reversal
     frame_size: int = 32
-    max_steps: int = 1200
+    max_steps: int = 500
     batch_size: int = 8
-    learning_rate: float = 2e-3  # LoRA
+    learning_rate: float = 5e-3  # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    projector_lr: float = 1e-3
+    projector_lr: float = 3e-3
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
     control: bool = True  # also train the order-blind control
@@ -649,7 +649,9 @@ def write_contact_sheet(
         for order in orders:
             pred = next(p for p in runs[order]["predictions"] if p["id"] == first["id"])
             rows.append((order, pred))
-    fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.8 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(6.0, 1.9 * len(rows)), squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.3 / len(rows), bottom=0.03, hspace=0.55)
+    fig.subplots_adjust(wspace=0.06)
     for r, (order, pred) in enumerate(rows):
         images = images_of.get(pred["id"], [])
         perm = pred.get("frame_order") or list(range(len(images)))
@@ -658,17 +660,19 @@ def write_contact_sheet(
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(perm) and perm[c] < len(images):
-                ax.imshow(Image.open(images[perm[c]]).convert("RGB"))
-                ax.set_xlabel(f"frame {perm[c] + 1}", fontsize=7)
+                ax.imshow(Image.open(images[perm[c]]).convert("RGB"), interpolation="nearest")
+                ax.set_xlabel(f"frame {perm[c] + 1}", fontsize=7, labelpad=1)
         shown = pred["label"] if order == "normal" else REVERSED_CLASS.get(pred["label"], "?")
-        answer = pred.get("generated_label") or repr(pred.get("generated"))
-        axes[r][0].set_title(
-            f"{pred['id']}, {order}: shows {shown}; model says {answer}",
-            fontsize=7,
-            loc="left",
+        answer = pred.get("generated_label")
+        said = answer or f"{str(pred.get('generated'))[:16]!r} (no label)"
+        axes[r][0].text(
+            0,
+            1.08,
+            f"{pred['id']}, frames {order}: shows {shown}; model: {said}",
+            transform=axes[r][0].transAxes,
+            fontsize=8,
             color="green" if answer == shown else "red",
         )
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=80)

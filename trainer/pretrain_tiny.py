@@ -49,6 +49,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PRETRAIN_PROMPT = "Where is the square in this image?"
+NAMING_PROMPT = "Name an action."
 ROWS = ("top", "middle", "bottom")
 COLUMNS = ("left", "centre", "right")
 PRETRAINED_DIR = "tiny-gemma4-pretrained"
@@ -74,12 +75,13 @@ class PretrainConfig:
     samples: int = 4000
     size: int = 64  # drawn at this size ...
     frame_size: int = 32  # ... and shrunk to this, as the demo's extract stage does
-    max_steps: int = 1500
+    naming_share: float = 0.25  # share of "name an action" samples (the language prior)
+    max_steps: int = 800
     batch_size: int = 16
-    learning_rate: float = 1e-3
-    embedding_lr: float = 1e-2
-    image_encoder_lr: float = 1e-3
-    projector_lr: float = 3e-3
+    learning_rate: float = 1e-3  # text layers (full fine-tuning)
+    embedding_lr: float = 3e-3  # token embeddings = the tied read-out
+    image_encoder_lr: float = 0.0  # vision tower frozen (its linear position table stays)
+    projector_lr: float = 1e-3
     seed: int = 0
     torch_threads: int | None = 1
 
@@ -96,14 +98,34 @@ def position_answer(x: int, y: int, side: int, size: int) -> str:
     return f"The image shows a square at the {row} {column}."
 
 
+def action_names() -> list[str]:
+    """What the naming samples name: Kinetics-400 labels and the demo's four directions."""
+    from kinetics_prep.demo_clips import DEMO_CLASSES
+
+    text = (resources.files("kinetics_prep") / "data" / "kinetics400_labels.txt").read_text(
+        encoding="utf-8"
+    )
+    return sorted({x.strip() for x in text.splitlines() if x.strip()} | set(DEMO_CLASSES))
+
+
 def write_position_frames(
-    folder: str | Path, *, samples: int, size: int = 64, frame_size: int = 32, seed: int = 0
+    folder: str | Path,
+    *,
+    samples: int,
+    size: int = 64,
+    frame_size: int = 32,
+    naming_share: float = 0.5,
+    seed: int = 0,
 ) -> Path:
     """Write ``samples`` one-frame samples (JPEG + manifest entry); return the manifest path.
 
     Square side, colours and position are drawn like the demo clips' (side 1/6 to
     1/4 of ``size``, colour 128-255, background 0-59), the position uniformly
-    over the frame.
+    over the frame. A ``naming_share`` of the samples ask ``NAMING_PROMPT``
+    instead and answer ``The video shows <a random action name>.``: a language
+    prior (a real Gemma 4 knows how to write such a sentence), unrelated to
+    the image, so the read-out of those words is trained but nothing links
+    them to what the frame shows.
     """
     import numpy as np
 
@@ -111,6 +133,7 @@ def write_position_frames(
 
     folder = Path(folder)
     rng = np.random.default_rng([seed, 1313])
+    names = action_names()
     entries: list[dict[str, Any]] = []
     for i in range(samples):
         side = int(rng.integers(size // 6, size // 4 + 1))
@@ -124,7 +147,10 @@ def write_position_frames(
         rel = f"frames/{clip}/frame_1.jpg"
         (folder / "frames" / clip).mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(encode_jpeg(resize_short_side(frame, frame_size), 95))
-        answer = position_answer(x, y, side, size)
+        prompt, answer = PRETRAIN_PROMPT, position_answer(x, y, side, size)
+        if rng.random() < naming_share:
+            prompt = NAMING_PROMPT
+            answer = f"The video shows {names[int(rng.integers(len(names)))]}."
         entries.append(
             {
                 "id": clip,
@@ -133,7 +159,7 @@ def write_position_frames(
                         "role": "user",
                         "content": [
                             {"type": "image", "image": rel},
-                            {"type": "text", "text": PRETRAIN_PROMPT},
+                            {"type": "text", "text": prompt},
                         ],
                     },
                     {"role": "assistant", "content": [{"type": "text", "text": answer}]},
@@ -174,6 +200,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
             samples=config.samples,
             size=config.size,
             frame_size=config.frame_size,
+            naming_share=config.naming_share,
             seed=config.seed,
         )
         run = work / "run"
@@ -211,7 +238,10 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         build = {
             "built_by": "trainer.pretrain_tiny",
             "command": "python -m trainer.pretrain_tiny",
-            "task": f"one still frame -> '{position_answer(0, 0, 10, 64)}' (3x3 positions)",
+            "task": (
+                f"one still frame: '{PRETRAIN_PROMPT}' -> '{position_answer(0, 0, 10, 64)}' "
+                f"(3x3 positions), or '{NAMING_PROMPT}' -> 'The video shows <random action>.'"
+            ),
             "config": asdict(config),
             "final_loss": summary.get("final_loss"),
             "global_step": summary.get("global_step"),

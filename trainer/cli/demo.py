@@ -20,12 +20,12 @@ def demo(
     clips_per_class: int = typer.Option(
         125, "--clips-per-class", help="Synthetic clips per class."
     ),
-    max_steps: int = typer.Option(1200, "--max-steps", help="LoRA training steps (batch 8)."),
+    max_steps: int = typer.Option(500, "--max-steps", help="LoRA training steps (batch 8)."),
     learning_rate: float = typer.Option(
-        2e-3, "--learning-rate", help="Learning rate of the LoRA adapters (text layers)."
+        5e-3, "--learning-rate", help="Learning rate of the LoRA adapters (text layers)."
     ),
     projector_lr: float = typer.Option(
-        1e-3, "--projector-lr", help="Learning rate of the vision->text projector (0: frozen)."
+        3e-3, "--projector-lr", help="Learning rate of the vision->text projector (0: frozen)."
     ),
     control: bool = typer.Option(
         True, "--control/--no-control", help="Also train the order-blind control (frames permuted)."
