@@ -249,7 +249,11 @@ def test_kprep_demo_trains_lora_and_its_control_stays_order_blind(full_demo):
 
 
 @pytest.mark.slow
-DEMO_TARGETS_MARK
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met yet: LoRA on the shipped pretrained base stays near chance on the test "
+    "split (docs/evaluation.md, 'Measured runs'); remove this mark once a base meets them",
+)
 def test_kprep_demo_meets_issue_targets(full_demo):
     """Issue 13's targets on the test split: top1 >= 0.90, reversed <= 0.10, control <= 0.60."""
     assert full_demo["top1"] >= 0.90, full_demo
