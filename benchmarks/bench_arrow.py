@@ -47,7 +47,7 @@ def make_jpegs(folder: Path, count: int = 8) -> list[Path]:
 
 
 def make_samples(n: int, jpegs: list[Path], labels: list[str]) -> list[Any]:
-    from kinetics_prep.manifest import Sample
+    from kinetics_prep.schema import Sample
 
     samples = []
     for i in range(n):
@@ -61,14 +61,16 @@ def make_samples(n: int, jpegs: list[Path], labels: list[str]) -> list[Any]:
                 prompt="Please analyze the sequence of frames from this video. "
                 "What specific action or event is happening?",
                 answer=f"The video shows {label}.",
-                images=[f"frames/{clip}/frame_{k}.jpg" for k in range(1, 5)],
-                image_files=files,
-                youtube_id=clip[:11],
-                kinetics_split="train",
-                time_start=10.0,
-                time_end=20.0,
-                frame_indices=[31, 93, 156, 218],
-                timestamps=[1.24, 3.72, 6.24, 8.72],
+                images=files,  # absolute: the image root does not apply
+                split="train",
+                metadata={
+                    "youtube_id": clip[:11],
+                    "kinetics_split": "train",
+                    "time_start": 10.0,
+                    "time_end": 20.0,
+                    "frame_indices": [31, 93, 156, 218],
+                    "timestamps": [1.24, 3.72, 6.24, 8.72],
+                },
             )
         )
     return samples
@@ -86,15 +88,10 @@ def row_dict(s: Any, label_ids: dict[str, int]) -> dict[str, Any]:
             },
             {"role": "assistant", "content": [{"type": "text", "text": s.answer}]},
         ],
-        "images": list(s.image_files),
+        "images": list(s.images),
         "video": None,
         "label": label_ids[s.label],
-        "youtube_id": s.youtube_id,
-        "kinetics_split": s.kinetics_split,
-        "time_start": s.time_start,
-        "time_end": s.time_end,
-        "frame_indices": s.frame_indices,
-        "timestamps": s.timestamps,
+        **s.metadata,
     }
 
 
@@ -109,7 +106,7 @@ def run_kprep(samples: list[Any], labels: list[str], out: Path) -> float:
 def run_from_list(samples: list[Any], labels: list[str], out: Path) -> float:
     import datasets
 
-    from kinetics_prep.arrow import features_for
+    from kinetics_prep.schema import features_for
 
     label_ids = {name: i for i, name in enumerate(labels)}
     start = time.perf_counter()
@@ -123,7 +120,7 @@ def run_from_list(samples: list[Any], labels: list[str], out: Path) -> float:
 def run_from_generator(samples: list[Any], labels: list[str], out: Path) -> float:
     import datasets
 
-    from kinetics_prep.arrow import features_for
+    from kinetics_prep.schema import features_for
 
     label_ids = {name: i for i, name in enumerate(labels)}
 

@@ -32,14 +32,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from kinetics_prep.errors import AnnotationError
+from kinetics_prep.fileio import atomic_write_text
 
 YOUTUBE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 # The clip naming convention; the id part is greedy so ids with `_` still parse.
@@ -58,10 +59,6 @@ SPLIT_ALIASES: dict[str, str] = {
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end", "split")
 KINETICS_VERSIONS = ("400", "600", "700")
-
-
-class AnnotationError(ValueError):
-    """The file as a whole cannot be read (missing, wrong columns, not JSON)."""
 
 
 @dataclass(frozen=True)
@@ -393,47 +390,6 @@ def load_clip_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- writers
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path``, then rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_label_map(path: str | Path, labels: Iterable[str]) -> list[str]:
-    """Write ``{"labels": [...]}`` (schema.md) and return the id order.
-
-    Ids must stay stable: an existing map keeps its order (and any other keys,
-    such as ``answer_template``) and new labels are appended in sorted order.
-    """
-    path = Path(path)
-    existing: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict) and isinstance(loaded.get("labels"), list):
-                existing = loaded
-        except json.JSONDecodeError:
-            existing = {}
-    order = [str(label) for label in existing.get("labels", [])]
-    have = set(order)
-    order += sorted({label for label in labels if label and label not in have})
-    payload = dict(existing)
-    payload["labels"] = order
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
-    return order
-
-
 def write_annotations_csv(path: str | Path, rows: Iterable[ClipRow]) -> Path:
     """Write rows as a Kinetics CSV (``label,youtube_id,time_start,time_end,split``), atomically.
 
@@ -460,11 +416,3 @@ def write_annotations_csv(path: str | Path, rows: Iterable[ClipRow]) -> Path:
 
 def _fmt_time(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def rows_by_clip_id(rows: Iterable[ClipRow]) -> Mapping[str, ClipRow]:
-    """Index rows by clip id (first wins), for matching files to rows."""
-    out: dict[str, ClipRow] = {}
-    for row in rows:
-        out.setdefault(row.clip_id, row)
-    return out

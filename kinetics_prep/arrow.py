@@ -26,20 +26,19 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kinetics_prep.fileio import atomic_write_json, replace_path
+from kinetics_prep.schema import BUILD_REPORT_NAME, Sample, features_for, trl_messages
 
 if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
 
-    from kinetics_prep.manifest import Sample
-
 log = logging.getLogger(__name__)
 
-BUILD_REPORT_NAME = "kprep_build.json"
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # the datasets library's default shard size
 KINETICS_CITATION = """@article{kay2017kinetics,
   title   = {The Kinetics Human Action Video Dataset},
@@ -48,44 +47,6 @@ KINETICS_CITATION = """@article{kay2017kinetics,
   year    = {2017}
 }"""
 ANNOTATION_LICENSE = "cc-by-4.0"
-
-
-def features_for(labels: Sequence[str]) -> datasets.Features:
-    """The explicit ``Features`` of docs/schema.md, with ``label`` as ``ClassLabel(labels)``."""
-    from datasets import ClassLabel, Features, Image, List, Value
-
-    return Features(
-        {
-            "id": Value("string"),
-            "messages": List(
-                {
-                    "role": Value("string"),
-                    "content": List({"type": Value("string"), "text": Value("string")}),
-                }
-            ),
-            "images": List(Image()),
-            "video": Value("string"),
-            "label": ClassLabel(names=list(labels)),
-            "youtube_id": Value("string"),
-            "kinetics_split": Value("string"),
-            "time_start": Value("float64"),
-            "time_end": Value("float64"),
-            "frame_indices": List(Value("int32")),
-            "timestamps": List(Value("float64")),
-        }
-    )
-
-
-def _trl_messages(sample: Sample) -> list[dict[str, Any]]:
-    """TRL layout without building the seed dicts first (this runs 650k times)."""
-    if sample.video is not None:
-        media = [{"type": "video", "text": None}]
-    else:
-        media = [{"type": "image", "text": None}] * len(sample.images)
-    return [
-        {"role": "user", "content": [*media, {"type": "text", "text": sample.prompt}]},
-        {"role": "assistant", "content": [{"type": "text", "text": sample.answer}]},
-    ]
 
 
 def _read(path: str) -> bytes:
@@ -98,35 +59,53 @@ def rows_table(
     *,
     schema: pa.Schema,
     label_ids: Mapping[str, int],
+    image_root: str,
     images: str = "embed",
 ) -> pa.Table:
-    """One chunk of samples as a pyarrow Table in ``schema`` (column by column)."""
+    """One chunk of samples as a pyarrow Table in ``schema`` (column by column).
+
+    ``Sample.images`` are relative to ``image_root`` (an absolute path).
+    """
     import pyarrow as pa
 
     image_column: list[list[dict[str, Any]]]
     if images == "embed":
         image_column = [
-            [
-                {"bytes": _read(f), "path": rel}
-                for f, rel in zip(s.image_files, s.images, strict=True)
-            ]
+            [{"bytes": _read(os.path.join(image_root, rel)), "path": rel} for rel in s.images]
             for s in rows
         ]
     else:
-        image_column = [[{"bytes": None, "path": f} for f in s.image_files] for s in rows]
+        image_column = [
+            [
+                {"bytes": None, "path": os.path.normpath(os.path.join(image_root, rel))}
+                for rel in s.images
+            ]
+            for s in rows
+        ]
     columns: dict[str, list[Any]] = {
         "id": [s.id for s in rows],
-        "messages": [_trl_messages(s) for s in rows],
+        "messages": [
+            trl_messages(
+                prompt=s.prompt,
+                answer=s.answer,
+                num_images=len(s.images),
+                video=s.video is not None,
+            )
+            for s in rows
+        ],
         "images": image_column,
         "video": [s.video for s in rows],
-        "label": [label_ids[s.label] for s in rows],
-        "youtube_id": [s.youtube_id for s in rows],
-        "kinetics_split": [s.kinetics_split for s in rows],
-        "time_start": [s.time_start for s in rows],
-        "time_end": [s.time_end for s in rows],
-        "frame_indices": [s.frame_indices for s in rows],
-        "timestamps": [s.timestamps for s in rows],
+        "label": [label_ids[s.label] if s.label is not None else None for s in rows],
     }
+    for name in (
+        "youtube_id",
+        "kinetics_split",
+        "time_start",
+        "time_end",
+        "frame_indices",
+        "timestamps",
+    ):
+        columns[name] = [s.metadata.get(name) for s in rows]
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -139,6 +118,7 @@ def _write_split(
     features: datasets.Features,
     info: datasets.DatasetInfo,
     images: str,
+    image_root: str,
     chunk_rows: int,
     max_shard_bytes: int,
 ) -> int:
@@ -158,7 +138,9 @@ def _write_split(
             shards.append(split_dir / f".shard-{len(shards)}.arrow")
             writer = ArrowWriter(features=features, path=str(shards[-1]), embed_local_files=False)
             shard_bytes = 0
-        table = rows_table(chunk, schema=schema, label_ids=label_ids, images=images)
+        table = rows_table(
+            chunk, schema=schema, label_ids=label_ids, image_root=image_root, images=images
+        )
         writer.write_table(table)
         shard_bytes += table.nbytes
         digest.update(chunk)
@@ -197,7 +179,9 @@ class _Fingerprint:
     def update(self, rows: Sequence[Sample]) -> None:
         for s in rows:
             self._hash.update(
-                "\0".join([s.id, s.label, s.answer, s.prompt, s.video or "", *s.images]).encode()
+                "\0".join(
+                    [s.id, s.label or "", s.answer, s.prompt, s.video or "", *s.images]
+                ).encode()
             )
 
     def hexdigest(self) -> str:
@@ -210,6 +194,7 @@ def write_arrow_dataset(
     out_dir: str | Path,
     labels: Sequence[str],
     images: str = "embed",
+    image_root: str | Path = ".",
     build_report: Mapping[str, Any] | None = None,
     chunk_rows: int | None = None,
     max_shard_bytes: int = MAX_SHARD_BYTES,
@@ -218,7 +203,8 @@ def write_arrow_dataset(
 
     The folder is built beside ``out_dir`` under a temporary name and renamed
     into place only when complete; an older dataset there is replaced then, so
-    a killed build leaves the previous one intact.
+    a killed build leaves the previous one intact. ``Sample.images`` are
+    relative to ``image_root`` (the manifest's folder).
     """
     from datasets import DatasetInfo
 
@@ -252,31 +238,19 @@ def write_arrow_dataset(
                 features=features,
                 info=info,
                 images=images,
+                image_root=os.path.abspath(image_root),
                 chunk_rows=chunk_rows,
                 max_shard_bytes=max_shard_bytes,
             )
             log.info("arrow: %s: %d rows in %d shard(s)", split, len(rows), shards)
         (tmp / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}) + "\n")
         if build_report is not None:
-            (tmp / BUILD_REPORT_NAME).write_text(
-                json.dumps(build_report, ensure_ascii=False, indent=2) + "\n"
-            )
-        _swap_into_place(tmp, out_dir)
+            atomic_write_json(tmp / BUILD_REPORT_NAME, build_report)
+        replace_path(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _swap_into_place(new: Path, final: Path) -> None:
-    """Rename ``new`` to ``final``; an existing ``final`` is moved aside first, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_build_report(dataset_dir: str | Path) -> dict[str, Any]:

@@ -8,9 +8,9 @@ format (``docs/schema.md``) is::
                                   {"type": "text", "text": <prompt>}]},
      {"role": "assistant", "content": [{"type": "text", "text": <answer>}]}]
 
-The same conversation is also rendered in TRL's dataset layout (media items are
-``{"type": "image", "text": None}`` placeholders; the pixels live in an
-``images`` column) and in LLaVA's (``<image>`` placeholders in a human turn).
+The message builders themselves (seed, TRL and LLaVA layouts) and the default
+prompt belong to the dataset contract, ``kinetics_prep.schema``, and are
+re-exported here; this module adds the prompt and answer choices.
 """
 
 from __future__ import annotations
@@ -19,19 +19,32 @@ import json
 import string
 import zlib
 from collections.abc import Sequence
-from typing import Any
 
-DEFAULT_PROMPT = (
-    "Please analyze the sequence of frames from this video. "
-    "What specific action or event is happening?"
+from kinetics_prep.errors import ConversationError
+from kinetics_prep.schema import (
+    DEFAULT_ANSWER_TEMPLATE,
+    DEFAULT_PROMPT,
+    build_messages,
+    media_paths,
+    text_of,
+    to_llava,
+    to_trl_messages,
 )
-DEFAULT_ANSWER_TEMPLATE = "The video shows {label}."
-LLAVA_IMAGE_TOKEN = "<image>"
-LLAVA_VIDEO_TOKEN = "<video>"
 
-
-class ConversationError(ValueError):
-    """A prompt or answer template that cannot make a conversation."""
+__all__ = [
+    "DEFAULT_ANSWER_TEMPLATE",
+    "DEFAULT_PROMPT",
+    "ConversationError",
+    "answer_for",
+    "build_messages",
+    "check_answer_template",
+    "choose_prompt",
+    "media_paths",
+    "parse_prompts",
+    "text_of",
+    "to_llava",
+    "to_trl_messages",
+]
 
 
 def check_answer_template(template: str) -> str:
@@ -96,85 +109,3 @@ def choose_prompt(*, prompts: Sequence[str], seed: int, sample_id: str) -> str:
     if len(prompts) == 1:
         return prompts[0]
     return prompts[zlib.crc32(f"{seed}:{sample_id}".encode()) % len(prompts)]
-
-
-def build_messages(
-    *,
-    prompt: str,
-    answer: str,
-    images: Sequence[str] = (),
-    video: str | None = None,
-) -> list[dict[str, Any]]:
-    """The seed-format conversation: media items in order, then the prompt; then the answer."""
-    if bool(images) == (video is not None):
-        raise ConversationError("a sample has either frame images or one video, not both/neither")
-    if not answer.strip():
-        raise ConversationError("the answer is empty")
-    content: list[dict[str, Any]] = (
-        [{"type": "image", "image": path} for path in images]
-        if images
-        else [{"type": "video", "video": video}]
-    )
-    content.append({"type": "text", "text": prompt})
-    return [
-        {"role": "user", "content": content},
-        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-    ]
-
-
-def to_trl_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL's layout: every content item is ``{"type", "text"}``; media items carry ``text=None``.
-
-    The media themselves go to the ``images`` (or ``video``) column, in the
-    same order as the placeholders.
-    """
-    out = []
-    for message in messages:
-        content = [
-            {"type": item["type"], "text": item.get("text") if item["type"] == "text" else None}
-            for item in message["content"]
-        ]
-        out.append({"role": message["role"], "content": content})
-    return out
-
-
-def media_paths(messages: Sequence[dict[str, Any]], kind: str = "image") -> list[str]:
-    """The ``kind`` (``image`` / ``video``) paths of a seed-format conversation, in order."""
-    return [
-        item[kind]
-        for message in messages
-        for item in message.get("content", [])
-        if isinstance(item, dict) and item.get("type") == kind
-    ]
-
-
-def text_of(message: dict[str, Any]) -> str:
-    """The concatenated text items of one message."""
-    return "".join(
-        item.get("text") or ""
-        for item in message.get("content", [])
-        if isinstance(item, dict) and item.get("type") == "text"
-    )
-
-
-def to_llava(*, sample_id: str, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """LLaVA-style entry: ``image`` list (or ``video``) + ``conversations`` with placeholders.
-
-    One ``<image>`` line per frame, in order, before the prompt, as LLaVA-NeXT
-    and similar trainers expect for multi-image samples.
-    """
-    user, assistant = messages[0], messages[-1]
-    images = media_paths([user], "image")
-    videos = media_paths([user], "video")
-    entry: dict[str, Any] = {"id": sample_id}
-    if images:
-        entry["image"] = images
-        tokens = "\n".join([LLAVA_IMAGE_TOKEN] * len(images))
-    else:
-        entry["video"] = videos[0]
-        tokens = LLAVA_VIDEO_TOKEN
-    entry["conversations"] = [
-        {"from": "human", "value": f"{tokens}\n{text_of(user)}"},
-        {"from": "gpt", "value": text_of(assistant)},
-    ]
-    return entry

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kinetics_prep.sampling import METHODS, sample_indices
+from kinetics_prep.errors import KprepError
+from kinetics_prep.sampling import SAMPLING_METHODS, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,12 @@ class DecodedFrames:
     note: str | None = None  # why an ok result is unusual, e.g. fewer frames than packets
 
 
-class DecodeError(Exception):
-    """The clip cannot give the requested frames; ``reason`` is a short category for summaries."""
+class DecodeError(KprepError):
+    """The clip cannot give the requested frames; ``reason`` is a short category for summaries.
+
+    Extract records it per clip (a failure is data); only a one-clip command
+    (``kprep predict``) lets it reach the CLI, as a one-line error.
+    """
 
     def __init__(self, message: str, *, reason: str = "decode_error") -> None:
         super().__init__(message)
@@ -96,8 +101,8 @@ def read_frames(
     """
     if decoder not in DECODER_CHOICES:
         raise ValueError(f"decoder ({decoder!r}) must be one of {', '.join(DECODER_CHOICES)}")
-    if sampling not in METHODS:
-        raise ValueError(f"sampling ({sampling!r}) must be one of {', '.join(METHODS)}")
+    if sampling not in SAMPLING_METHODS:
+        raise ValueError(f"sampling ({sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}")
     if num_frames < 1:
         raise ValueError(f"num_frames ({num_frames}) must be >= 1")
     path = Path(path)

@@ -30,21 +30,24 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.decode import DECODER_CHOICES
-from kinetics_prep.sampling import METHODS
+from kinetics_prep.errors import ExtractConfigError
+from kinetics_prep.sampling import SAMPLING_METHODS
+from kinetics_prep.schema import (
+    EXTRACT_RECORDS_NAME,
+    EXTRACT_SHARD_GLOB,
+    FRAMES_DIR,
+    VIDEO_SUFFIXES,
+    extract_records_name,
+    is_video_file,
+)
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-RESULTS_NAME = "extract_results.jsonl"
 FAILED_STATUSES = ("failed", "timeout", "crashed")
 ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
 # Test-only fault injection: "crash:<clip_id>,hang:<clip_id>" makes the worker that
 # gets that clip raise SIGSEGV or sleep (read by the parent, passed to workers).
 FAULT_ENV = "KPREP_EXTRACT_FAULT"
-
-
-class ExtractConfigError(ValueError):
-    """Unusable arguments; the message names each flag and its bad value."""
 
 
 def _default_workers() -> int:
@@ -58,20 +61,42 @@ def _default_workers() -> int:
 class ExtractConfig:
     """Everything one ``kprep extract`` run needs; checked on construction."""
 
-    clips: Path  # folder searched recursively for mp4/webm/mkv/avi/mov
-    output_dir: Path  # gets frames/<clip_id>/frame_<i>.jpg and extract_results.jsonl
-    num_frames: int = 4  # frames per clip
-    workers: int = field(default_factory=_default_workers)  # decoding processes
-    sampling: str = "center"  # center | linspace | random
-    seed: int = 0  # for random sampling; each clip gets crc32(f"{seed}:{clip_id}")
-    short_side: int | None = None  # shrink frames to this short side (never enlarge)
-    jpeg_quality: int = 95
-    decoder: str = "auto"  # auto | pyav | decord | opencv
-    shard_index: int = 0
-    num_shards: int = 1
-    retry_failed: bool = False  # also redo clips whose last record is failed/timeout/crashed
-    timeout: float = 120.0  # seconds per clip before its worker is killed
-    annotations: Path | None = None  # Kinetics CSV/JSON whose rows are merged into records
+    clips: Path = field(metadata={"help": "Folder of videos, searched recursively."})
+    output_dir: Path = field(metadata={"help": "Gets frames/ and the records."})
+    num_frames: int = field(default=4, metadata={"help": "Frames per clip."})
+    workers: int = field(
+        default_factory=_default_workers,
+        metadata={"help": "Decoding processes.", "default_help": "CPUs"},
+    )
+    sampling: str = field(default="center", metadata={"help": "center | linspace | random."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed for --sampling random (per clip: seed+id)."}
+    )
+    short_side: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shrink frames to this short side (px; never enlarged).",
+            "default_help": "keep",
+        },
+    )
+    jpeg_quality: int = field(default=95, metadata={"help": "JPEG quality 1-100."})
+    decoder: str = field(
+        default="auto",
+        metadata={"help": "auto (pyav, then decord, then opencv) | pyav | decord | opencv."},
+    )
+    shard_index: int = field(default=0, metadata={"help": "This machine's share (0-based)."})
+    num_shards: int = field(default=1, metadata={"help": "How many machines share the clips."})
+    retry_failed: bool = field(
+        default=False,
+        metadata={"help": "Redo clips that failed before.", "flags": ("--retry-failed",)},
+    )
+    timeout: float = field(
+        default=120.0, metadata={"help": "Seconds per clip before its worker is killed."}
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={"help": "Kinetics CSV/JSON: labels, times, split.", "default_help": "none"},
+    )
 
     def __post_init__(self) -> None:
         self.clips = Path(self.clips)
@@ -87,8 +112,10 @@ class ExtractConfig:
             problems.append(f"--num-frames ({self.num_frames}) must be >= 1")
         if self.workers < 1:
             problems.append(f"--workers ({self.workers}) must be >= 1")
-        if self.sampling not in METHODS:
-            problems.append(f"--sampling ({self.sampling!r}) must be one of {', '.join(METHODS)}")
+        if self.sampling not in SAMPLING_METHODS:
+            problems.append(
+                f"--sampling ({self.sampling!r}) must be one of {', '.join(SAMPLING_METHODS)}"
+            )
         if self.short_side is not None and self.short_side < 1:
             problems.append(f"--short-side ({self.short_side}) must be >= 1 pixel")
         if not 1 <= self.jpeg_quality <= 100:
@@ -114,13 +141,7 @@ class ExtractConfig:
     @property
     def records_path(self) -> Path:
         """This run's record file (one per shard when sharded)."""
-        return self.output_dir / results_name(self.shard_index, self.num_shards)
-
-
-def results_name(shard_index: int = 0, num_shards: int = 1) -> str:
-    if num_shards == 1:
-        return RESULTS_NAME
-    return f"extract_results.shard-{shard_index:05d}-of-{num_shards:05d}.jsonl"
+        return self.output_dir / extract_records_name(self.shard_index, self.num_shards)
 
 
 @dataclass(frozen=True)
@@ -173,7 +194,7 @@ def find_clips(root: str | Path) -> list[Clip]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(VIDEO_SUFFIXES):
+            if is_video_file(name):
                 paths.append(Path(dirpath) / name)
     paths.sort(key=lambda p: p.relative_to(root).as_posix())
     stems = Counter(safe_id(p.stem) for p in paths)
@@ -205,7 +226,7 @@ def read_extract_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
     from kinetics_prep.records import iter_records
 
     output_dir = Path(output_dir)
-    files = [output_dir / RESULTS_NAME, *sorted(output_dir.glob("extract_results.shard-*.jsonl"))]
+    files = [output_dir / EXTRACT_RECORDS_NAME, *sorted(output_dir.glob(EXTRACT_SHARD_GLOB))]
     latest: dict[str, dict[str, Any]] = {}
     for path in files:
         for record in iter_records(path):
@@ -329,14 +350,14 @@ def process_clip(clip_id: str, video_path: str, settings: dict[str, Any]) -> dic
     try:
         names = write_frames(
             decoded.frames,
-            output_dir / "frames" / clip_id,
+            output_dir / FRAMES_DIR / clip_id,
             short_side=settings["short_side"],
             quality=settings["jpeg_quality"],
         )
     except OSError as error:
         record.update(status="failed", error=f"cannot write frames: {error}", reason="write_error")
     else:
-        record.update(status="ok", frames=[f"frames/{clip_id}/{name}" for name in names])
+        record.update(status="ok", frames=[f"{FRAMES_DIR}/{clip_id}/{name}" for name in names])
     record["seconds"] = round(time.monotonic() - started, 4)
     return record
 
@@ -643,11 +664,10 @@ def extract_clips(
                 summary.skipped_failed += 1
         else:
             todo.append(clip)
-    removed = remove_partials(config.output_dir / "frames", [c.clip_id for c in mine])
+    removed = remove_partials(config.output_dir / FRAMES_DIR, [c.clip_id for c in mine])
     if removed:
         log.info("removed %d unfinished frame folders left by an earlier run", removed)
 
-    _terminate_last_line(config.records_path)
     with RecordWriter(config.records_path) as writer:
         if config.num_shards == 1:
             _fold_shard_records(previous, read_latest(config.records_path), writer)
@@ -669,20 +689,6 @@ def extract_clips(
             _run_pool(todo, config, emit)
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _terminate_last_line(path: Path) -> None:
-    """A run killed mid-write leaves half a line; end it so the next record starts clean."""
-    try:
-        with open(path, "rb+") as handle:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() == 0:
-                return
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-    except FileNotFoundError:
-        return
 
 
 def _fold_shard_records(

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kinetics_prep.errors import HubError
+
 if TYPE_CHECKING:
     import datasets
 
@@ -42,8 +44,28 @@ VIDEO_TERMS_NOTE = (
 )
 
 
-class HubError(RuntimeError):
-    """The dataset cannot be staged or uploaded; the message says what to do."""
+@dataclass
+class PushOptions:
+    """The options of ``kprep push`` (its flags are generated from these fields)."""
+
+    private: bool = field(
+        default=False, metadata={"help": "Create the repo private.", "flags": ("--private",)}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub token. Never printed.",
+            "default_help": "HF_TOKEN or the saved login",
+            "envvar": "HF_TOKEN",
+        },
+    )
+    dry_run: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Write the parquet shards + README.md here instead of uploading.",
+            "default_help": "upload",
+        },
+    )
 
 
 @dataclass
@@ -86,24 +108,14 @@ def scrub(text: str, token: str | None) -> str:
 
 
 def load_dataset_dict(dataset_dir: str | Path) -> datasets.DatasetDict:
-    """The Arrow folder written by build-manifest as a DatasetDict (a bare Dataset -> train)."""
-    import datasets
+    """The Arrow folder written by build-manifest (schema's reader), errors as HubError."""
+    from kinetics_prep.errors import SchemaError
+    from kinetics_prep.schema import load_arrow
 
-    path = Path(dataset_dir)
-    if not path.is_dir():
-        raise HubError(
-            f"DATASET ({str(path)!r}) is not a folder: pass the *_arrow folder that "
-            "`kprep build-manifest` wrote"
-        )
     try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as error:
-        raise HubError(
-            f"DATASET ({str(path)!r}) is not a saved Arrow dataset ({error}); pass the *_arrow folder"
-        ) from None
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({"train": loaded})
-    return loaded
+        return load_arrow(dataset_dir)
+    except SchemaError as error:
+        raise HubError(f"DATASET {error}") from None
 
 
 def _estimated_bytes(ds: datasets.Dataset) -> int:
@@ -150,10 +162,19 @@ def dataset_card(
     parquet_bytes: int = 0,
 ) -> str:
     """README.md for the Hub: YAML metadata (license, tasks, size, features, splits) + text."""
+    from huggingface_hub import DatasetCard
+
+    card_data = _card_metadata(dd, repo_id=repo_id, parquet_bytes=parquet_bytes)
+    lines = _card_text(dd, repo_id=repo_id, build_report=build_report)
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _card_metadata(dd: datasets.DatasetDict, *, repo_id: str, parquet_bytes: int) -> Any:
+    """The card's YAML: license, tasks, size, features, splits, data files."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCardData
 
     first = next(iter(dd.values()))
     total = sum(len(ds) for ds in dd.values())
@@ -175,7 +196,15 @@ def dataset_card(
     MetadataConfigs(
         {"default": {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in dd]}}
     ).to_dataset_card_data(card_data)
+    return card_data
 
+
+def _card_text(
+    dd: datasets.DatasetDict, *, repo_id: str, build_report: Mapping[str, Any]
+) -> list[str]:
+    """The card's Markdown lines: splits, classes, how it was built, use, license."""
+    first = next(iter(dd.values()))
+    total = sum(len(ds) for ds in dd.values())
     label_feature = first.features["label"]
     per_class: dict[str, Counter] = {}
     for name, ds in dd.items():
@@ -243,7 +272,7 @@ def dataset_card(
         "```",
         "",
     ]
-    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+    return lines
 
 
 def _frames_per_sample(ds: datasets.Dataset) -> str:

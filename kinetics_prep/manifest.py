@@ -18,7 +18,6 @@ written atomically, and nothing is written when no clip is usable.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -29,26 +28,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.conversation import (
+from kinetics_prep.conversation import answer_for, check_answer_template, choose_prompt
+from kinetics_prep.errors import ConversationError, ManifestError
+from kinetics_prep.fileio import atomic_write_json
+from kinetics_prep.schema import (
+    CLIPS_DIR,
     DEFAULT_ANSWER_TEMPLATE,
+    DEFAULT_MANIFEST,
     DEFAULT_PROMPT,
-    ConversationError,
-    answer_for,
-    build_messages,
-    check_answer_template,
-    choose_prompt,
-    to_llava,
+    EXTRACT_RECORDS_NAME,
+    LABEL_MAP_NAME,
+    SPLITS,
+    VIDEO_SUFFIXES,
+    Sample,
+    arrow_dir,
+    report_path,
+    split_path,
+    write_label_map,
+    write_manifest,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT = Path("dataset/kinetics_3k/kinetic_3K.json")
-LABEL_MAP_NAME = "label_map.json"
+DEFAULT_OUTPUT = DEFAULT_MANIFEST
 MEDIA_CHOICES = ("images", "video")
 FORMAT_CHOICES = ("seed", "llava")
 IMAGES_CHOICES = ("embed", "paths")
-SPLITS = ("train", "validation")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
 # Reasons a clip is left out (keys of ManifestSummary.left_out).
 NOT_IN_ANNOTATIONS = "not in --annotations"
@@ -57,25 +62,46 @@ FRAMES_MISSING = "frames missing"
 VIDEO_MISSING = "video file missing"
 
 
-class ManifestError(ValueError):
-    """The manifest cannot be built; the message names the input and what to do."""
-
-
 @dataclass
 class ManifestConfig:
     """Everything ``kprep build-manifest`` needs; checked on creation."""
 
-    frames_dir: Path  # extract output folder: extract_results.jsonl + frames/
-    output: Path = DEFAULT_OUTPUT  # the manifest JSON; its folder is the image root
-    annotations: Path | None = None  # Kinetics CSV/JSON joined on clip_id
-    prompts: list[str] = field(default_factory=lambda: [DEFAULT_PROMPT])
-    answer_template: str = DEFAULT_ANSWER_TEMPLATE
-    media: str = "images"  # images: the extracted frames; video: clips/<clip_id>.mp4
-    val_fraction: float = 0.0  # share of clips held out, grouped by YouTube video
-    seed: int = 0  # prompt choice and split
-    format: str = "seed"  # seed | llava (what the JSON files hold)
-    arrow: bool = True  # also write <stem>_arrow/
-    images: str = "embed"  # Arrow images: embed the JPEG bytes | reference paths
+    frames_dir: Path = field(
+        metadata={"help": "The --output-dir of `kprep extract` (records + frames/)."}
+    )
+    output: Path = field(
+        default=DEFAULT_OUTPUT,
+        metadata={"help": "Manifest JSON; its folder is the image root all paths are relative to."},
+    )
+    annotations: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Kinetics CSV/JSON joined on clip_id (labels, times, split).",
+            "default_help": "none",
+        },
+    )
+    prompts: list[str] = field(
+        default_factory=lambda: [DEFAULT_PROMPT],
+        metadata={"help": "User prompts (one chosen per sample by seed).", "cli": False},
+    )
+    answer_template: str = field(
+        default=DEFAULT_ANSWER_TEMPLATE,
+        metadata={"help": "Answer text; {label} is the class name ('{label}' for the bare label)."},
+    )
+    media: str = field(
+        default="images", metadata={"help": "images (the frames) | video (the clip)."}
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share held out as validation, grouped by YouTube video."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for prompt choice and the split."})
+    format: str = field(default="seed", metadata={"help": "seed (the recipe's messages) | llava."})
+    arrow: bool = field(default=True, metadata={"help": "Also write <stem>_arrow/."})
+    images: str = field(
+        default="embed",
+        metadata={"help": "Arrow images: embed (JPEG bytes) | paths (absolute paths)."},
+    )
 
     def __post_init__(self) -> None:
         self.frames_dir = Path(self.frames_dir)
@@ -121,11 +147,11 @@ class ManifestConfig:
         return self.output.stem
 
     def split_path(self, split: str) -> Path:
-        return self.output.with_name(f"{self.stem}.{split}.json")
+        return split_path(self.output, split)
 
     @property
     def arrow_dir(self) -> Path:
-        return self.output.with_name(f"{self.stem}_arrow")
+        return arrow_dir(self.output)
 
     @property
     def label_map_path(self) -> Path:
@@ -133,53 +159,7 @@ class ManifestConfig:
 
     @property
     def report_path(self) -> Path:
-        return self.output.with_name(f"{self.stem}.report.json")
-
-
-@dataclass
-class Sample:
-    """One usable clip: its conversation and metadata (paths relative to the image root)."""
-
-    id: str
-    label: str
-    prompt: str
-    answer: str
-    images: list[str]  # relative to the image root, frame order
-    image_files: list[str]  # the same frames as absolute paths (for the Arrow build)
-    video: str | None = None  # relative to the image root (--media video)
-    youtube_id: str | None = None
-    kinetics_split: str | None = None
-    time_start: float | None = None
-    time_end: float | None = None
-    frame_indices: list[int] | None = None
-    timestamps: list[float] | None = None
-    split: str = "train"
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return build_messages(
-            prompt=self.prompt, answer=self.answer, images=self.images, video=self.video
-        )
-
-    def entry(self) -> dict[str, Any]:
-        """The seed-format manifest entry (``docs/schema.md``)."""
-        return {
-            "id": self.id,
-            "messages": self.messages,
-            "label": self.label,
-            "split": self.split,
-            "kinetics_split": self.kinetics_split,
-            "youtube_id": self.youtube_id,
-            "time_start": self.time_start,
-            "time_end": self.time_end,
-            "frame_indices": self.frame_indices,
-            "timestamps": self.timestamps,
-        }
-
-    def llava_entry(self) -> dict[str, Any]:
-        entry = to_llava(sample_id=self.id, messages=self.messages)
-        entry.update(label=self.label, split=self.split, youtube_id=self.youtube_id)
-        return entry
+        return report_path(self.output)
 
 
 @dataclass
@@ -292,10 +272,10 @@ def _video_for(record: Mapping[str, Any], clip_id: str, root: Path) -> str | Non
     candidates = []
     if recorded:
         parts = Path(recorded).parts
-        if "clips" in parts:
-            last = len(parts) - 1 - parts[::-1].index("clips")
+        if CLIPS_DIR in parts:
+            last = len(parts) - 1 - parts[::-1].index(CLIPS_DIR)
             candidates.append(root.joinpath(*parts[last:]))
-    candidates += [root / "clips" / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
+    candidates += [root / CLIPS_DIR / f"{clip_id}{suffix}" for suffix in VIDEO_SUFFIXES]
     if recorded:
         candidates.append(Path(recorded))
     for candidate in candidates:
@@ -357,14 +337,16 @@ def collect_samples(
                 prompt=choose_prompt(prompts=prompts, seed=seed, sample_id=clip_id),
                 answer=answer_for(label=str(label), template=answer_template),
                 images=[] if video else images,
-                image_files=[] if video else files,
                 video=video,
-                youtube_id=meta.get("youtube_id"),
-                kinetics_split=meta.get("split"),
-                time_start=_float(meta.get("time_start")),
-                time_end=_float(meta.get("time_end")),
-                frame_indices=[int(i) for i in record.get("frame_indices") or []] or None,
-                timestamps=[float(t) for t in record.get("timestamps") or []] or None,
+                split="train",
+                metadata={
+                    "kinetics_split": meta.get("split"),
+                    "youtube_id": meta.get("youtube_id"),
+                    "time_start": _float(meta.get("time_start")),
+                    "time_end": _float(meta.get("time_end")),
+                    "frame_indices": [int(i) for i in record.get("frame_indices") or []] or None,
+                    "timestamps": [float(t) for t in record.get("timestamps") or []] or None,
+                },
             )
         )
     return samples, left_out
@@ -377,40 +359,14 @@ def _float(value: Any) -> float | None:
 # --------------------------------------------------------------------------- writing
 
 
-def _dump(entries: Sequence[Mapping[str, Any]]) -> str:
-    """A JSON list with one entry per line: readable, diffable, and C-encoded.
+def _read_inputs(config: ManifestConfig) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The extract records (at least one) and the optional annotation metadata."""
+    from kinetics_prep.extract import read_extract_records
 
-    (``indent=`` switches ``json`` to its pure-Python encoder, 3x slower on
-    650k entries.)
-    """
-    if not entries:
-        return "[]\n"
-    lines = ",\n".join(json.dumps(e, ensure_ascii=False) for e in entries)
-    return f"[\n{lines}\n]\n"
-
-
-def write_label_map(path: Path, labels: Sequence[str], answer_template: str) -> list[str]:
-    """Keep an existing map's id order, append new labels sorted, record the template."""
-    from kinetics_prep.annotations import atomic_write_text
-    from kinetics_prep.annotations import write_label_map as merge_labels
-
-    order = merge_labels(path, labels)
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    payload["answer_template"] = answer_template
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
-    return order
-
-
-def build_manifest(config: ManifestConfig) -> ManifestSummary:
-    """Build every output of ``kprep build-manifest``; see the module docstring."""
-    from kinetics_prep.annotations import atomic_write_text
-    from kinetics_prep.extract import RESULTS_NAME, read_extract_records
-
-    started = time.monotonic()
     records = read_extract_records(config.frames_dir)
     if not records:
         raise ManifestError(
-            f"--frames-dir ({str(config.frames_dir)!r}) has no {RESULTS_NAME} records: "
+            f"--frames-dir ({str(config.frames_dir)!r}) has no {EXTRACT_RECORDS_NAME} records: "
             "run `kprep extract --output-dir` into it first"
         )
     metadata = None
@@ -418,6 +374,63 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
         from kinetics_prep.annotations import load_clip_metadata
 
         metadata = load_clip_metadata(config.annotations)
+    return records, metadata
+
+
+def _split(samples: list[Sample], config: ManifestConfig) -> dict[str, list[Sample]]:
+    """Set each sample's split (whole YouTube videos at a time); the non-empty splits."""
+    groups = {
+        s.id: group_key(clip_id=s.id, youtube_id=s.metadata.get("youtube_id")) for s in samples
+    }
+    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
+    for sample in samples:
+        sample.split = split_of[sample.id]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    return {name: rows for name, rows in by_split.items() if rows}
+
+
+def _write_json_files(
+    config: ManifestConfig,
+    samples: list[Sample],
+    by_split: Mapping[str, list[Sample]],
+    summary: ManifestSummary,
+) -> None:
+    """The manifest, its split files (stale ones removed) and the label map."""
+    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
+    if config.val_fraction > 0:
+        for name, rows in by_split.items():
+            summary.outputs.append(
+                write_manifest(config.split_path(name), rows, format=config.format)
+            )
+    else:  # split files of an earlier build would no longer match the manifest
+        for name in SPLITS:
+            if config.split_path(name).is_file():
+                config.split_path(name).unlink()
+                log.info("removed stale %s", config.split_path(name))
+    summary.labels = write_label_map(
+        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
+    )
+    summary.outputs.append(config.label_map_path)
+
+
+def _config_json(config: ManifestConfig) -> dict[str, Any]:
+    return {
+        "frames_dir": str(config.frames_dir),
+        "annotations": str(config.annotations) if config.annotations else None,
+        "prompts": config.prompts,
+        "answer_template": config.answer_template,
+        "media": config.media,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "format": config.format,
+        "images": config.images if config.arrow else None,
+    }
+
+
+def build_manifest(config: ManifestConfig) -> ManifestSummary:
+    """Build every output of ``kprep build-manifest``; see the module docstring."""
+    started = time.monotonic()
+    records, metadata = _read_inputs(config)
     samples, left_out = collect_samples(
         records,
         frames_dir=config.frames_dir,
@@ -435,47 +448,13 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
             f"no usable clips among {len(records)} records in {str(config.frames_dir)!r} "
             f"({reasons}); nothing was written"
         )
-
-    groups = {s.id: group_key(clip_id=s.id, youtube_id=s.youtube_id) for s in samples}
-    split_of = assign_splits(groups, val_fraction=config.val_fraction, seed=config.seed)
-    for sample in samples:
-        sample.split = split_of[sample.id]
-    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
-    by_split = {name: rows for name, rows in by_split.items() if rows}
+    by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
-    summary.per_label = dict(sorted(Counter(s.label for s in samples).items()))
-
-    def render(rows: Sequence[Sample]) -> str:
-        if config.format == "llava":
-            return _dump([s.llava_entry() for s in rows])
-        return _dump([s.entry() for s in rows])
-
-    summary.outputs.append(atomic_write_text(config.output, render(samples)))
-    if config.val_fraction > 0:
-        for name, rows in by_split.items():
-            summary.outputs.append(atomic_write_text(config.split_path(name), render(rows)))
-    else:  # split files of an earlier build would no longer match the manifest
-        for name in SPLITS:
-            if config.split_path(name).is_file():
-                config.split_path(name).unlink()
-                log.info("removed stale %s", config.split_path(name))
-    summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), config.answer_template
-    )
-    summary.outputs.append(config.label_map_path)
+    summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
+    _write_json_files(config, samples, by_split, summary)
 
     report = summary.to_json()
-    report["config"] = {
-        "frames_dir": str(config.frames_dir),
-        "annotations": str(config.annotations) if config.annotations else None,
-        "prompts": config.prompts,
-        "answer_template": config.answer_template,
-        "media": config.media,
-        "val_fraction": config.val_fraction,
-        "seed": config.seed,
-        "format": config.format,
-        "images": config.images if config.arrow else None,
-    }
+    report["config"] = _config_json(config)
     if config.arrow:
         from kinetics_prep.arrow import write_arrow_dataset
 
@@ -484,13 +463,14 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
             out_dir=config.arrow_dir,
             labels=summary.labels,
             images=config.images,
+            image_root=config.image_root,
             build_report=report,
         )
         summary.arrow_dir = config.arrow_dir
         summary.outputs.append(config.arrow_dir)
         report["arrow_dir"] = str(config.arrow_dir)
     report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
-    atomic_write_text(config.report_path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_json(config.report_path, report)
     summary.outputs.append(config.report_path)
     summary.seconds = time.monotonic() - started
     log.info("built %d samples (%s) in %.1f s", summary.samples, summary.splits, summary.seconds)

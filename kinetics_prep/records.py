@@ -20,6 +20,24 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def end_torn_line(path: str | Path) -> None:
+    """End a line torn by a killed run, so the next record starts on a line of its own.
+
+    Readers skip the broken line (:func:`iter_records`); a missing or empty
+    file is left alone.
+    """
+    try:
+        with open(path, "rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+    except FileNotFoundError:
+        return
+
+
 class RecordWriter:
     """Appends records to a JSONL file, one flushed and fsynced line per record.
 
@@ -29,17 +47,8 @@ class RecordWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A killed run can leave a half-written last line: end it so the next
-        # record starts on a line of its own (readers skip the broken one).
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as existing:
-                existing.seek(-1, os.SEEK_END)
-                needs_newline = existing.read(1) != b"\n"
-        else:
-            needs_newline = False
+        end_torn_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        if needs_newline:
-            self._file.write("\n")
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")

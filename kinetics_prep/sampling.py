@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random as _random
 
-METHODS = ("center", "linspace", "random")
+SAMPLING_METHODS = ("center", "linspace", "random")
 
 
 def sample_indices(
@@ -48,8 +48,8 @@ def sample_indices(
         problems.append(f"num_frames ({num_frames!r}) must be an int >= 1 (frames that decoded)")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         problems.append(f"num_samples ({num_samples!r}) must be an int >= 1")
-    if method not in METHODS:
-        problems.append(f"method ({method!r}) must be one of {', '.join(METHODS)}")
+    if method not in SAMPLING_METHODS:
+        problems.append(f"method ({method!r}) must be one of {', '.join(SAMPLING_METHODS)}")
     if problems:
         raise ValueError("; ".join(problems))
 

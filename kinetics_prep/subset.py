@@ -33,24 +33,36 @@ from kinetics_prep.annotations import (
     read_annotations,
     write_annotations_csv,
 )
-
-
-class SubsetError(ValueError):
-    """Options that cannot select anything; the message names flag and value."""
+from kinetics_prep.errors import SubsetError
 
 
 @dataclass
 class SubsetConfig:
     """Options of ``kprep subset``."""
 
-    annotations: Path = field(metadata={"help": "Kinetics CSV or JSON to sample from"})
-    output: Path = field(metadata={"help": "CSV to write (e.g. manifests/k400_val_3k.csv)"})
-    classes: list[str] = field(default_factory=list, metadata={"help": "class names to keep"})
-    classes_file: Path | None = field(default=None, metadata={"help": "file, one class a line"})
-    per_class: int | None = field(default=None, metadata={"help": "at most N clips per class"})
-    max_clips: int | None = field(default=None, metadata={"help": "at most M clips in all"})
-    split: str | None = field(default=None, metadata={"help": "train / val / test"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    annotations: Path = field(metadata={"help": "Kinetics CSV or JSON to sample."})
+    output: Path = field(
+        metadata={
+            "help": "CSV to write, e.g. manifests/k400_val_3k.csv.",
+            "flags": ("--output", "-o"),
+        }
+    )
+    classes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "A class to keep (repeat the flag).",
+            "default_help": "all",
+        },
+    )
+    classes_file: Path | None = field(
+        default=None, metadata={"help": "File with one class name per line."}
+    )
+    per_class: int | None = field(default=None, metadata={"help": "At most N clips per class."})
+    max_clips: int | None = field(
+        default=None, metadata={"help": "At most M clips, spread evenly over classes."}
+    )
+    split: str | None = field(default=None, metadata={"help": "Only rows of train / val / test."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (same seed, same subset)."})
 
     def __post_init__(self) -> None:
         self.annotations = Path(self.annotations)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,11 +77,11 @@ def write_clip(
     height, width = first.shape[:2]
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream for this codec
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
-        options = {}
+        options: dict[str, str] = {}
         if codec in ("libx264", "libx265"):
             options = {"crf": str(crf), "preset": "veryfast"}
         elif codec == "libvpx-vp9":

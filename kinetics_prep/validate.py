@@ -18,25 +18,33 @@ A file that cannot be read at all raises :class:`ValidationError`.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from kinetics_prep.conversation import LLAVA_IMAGE_TOKEN, media_paths, text_of
+from kinetics_prep.errors import ConfigError, SchemaError, ValidationError
+from kinetics_prep.schema import (
+    BAD_MESSAGES,
+    LABEL_MAP_NAME,
+    MEDIA_MISMATCH,
+    BadEntry,
+    LabelMap,
+    Sample,
+    iter_entries,
+    read_label_map,
+)
 
 log = logging.getLogger(__name__)
 
-LABEL_MAP_NAME = "label_map.json"
 _FRAME_NUMBER = re.compile(r"frame_(\d+)\.[A-Za-z0-9]+$")
 
-# Problem kinds (keys of ValidationReport.counts()).
-BAD_MESSAGES = "bad messages"
+# Problem kinds (keys of ValidationReport.counts()); BAD_MESSAGES and
+# MEDIA_MISMATCH come from the reader (kinetics_prep.schema).
 DUPLICATE_ID = "duplicate id"
 MISSING_FILE = "missing file"
 UNDECODABLE = "does not decode"
@@ -47,11 +55,48 @@ UNKNOWN_LABEL = "label not in label map"
 ANSWER_MISMATCH = "answer does not match label"
 NO_LABEL_MAP = "no label map"
 LEAKAGE = "youtube video in both splits"
-MEDIA_MISMATCH = "media count mismatch"
+__all__ = [
+    "ANSWER_MISMATCH",
+    "BAD_MESSAGES",
+    "DUPLICATE_ID",
+    "EMPTY_ANSWER",
+    "FRAME_COUNT",
+    "FRAME_ORDER",
+    "LEAKAGE",
+    "MEDIA_MISMATCH",
+    "MISSING_FILE",
+    "NO_LABEL_MAP",
+    "UNDECODABLE",
+    "UNKNOWN_LABEL",
+    "Problem",
+    "ValidationError",
+    "ValidateOptions",
+    "ValidationReport",
+    "report_json",
+    "validate_dataset",
+]
 
 
-class ValidationError(ValueError):
-    """The dataset cannot be read at all (not JSON, not an Arrow folder, ...)."""
+@dataclass
+class ValidateOptions:
+    """The options of ``kprep validate`` (its flags are generated from these fields)."""
+
+    image_root: Path | None = field(
+        default=None,
+        metadata={"help": "Folder paths are relative to.", "default_help": "the dataset's folder"},
+    )
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Frames each sample must have.", "default_help": "the common count"},
+    )
+    label_map: Path | None = field(
+        default=None, metadata={"help": "label_map.json.", "default_help": "next to the dataset"}
+    )
+    decode: bool = field(default=True, metadata={"help": "Decode every file."})
+
+    def __post_init__(self) -> None:
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ConfigError(f"--num-frames ({self.num_frames}) must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -83,21 +128,6 @@ class ValidationReport:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
 
 
-@dataclass
-class _Item:
-    """One sample, whatever it was read from, in the shape the checks need."""
-
-    id: str
-    split: str | None
-    label: str | None
-    answer: str
-    images: list[tuple[str, bytes | Path]]  # (name as stored, embedded bytes or file path)
-    placeholders: int
-    video: str | None
-    frame_indices: list[int] | None
-    youtube_id: str | None
-
-
 def _decode_image(source: Any) -> None:
     from PIL import Image
 
@@ -112,131 +142,27 @@ def _decode_video(path: str) -> None:
     read_frames(path, num_frames=1, sampling="center", decoder="auto", threads=1)
 
 
-def _resolve(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
+def _media(sample: Sample) -> list[tuple[str, bytes | Path]]:
+    """(name, embedded bytes or file path) per frame, as the reader returned them."""
+    out: list[tuple[str, bytes | Path]] = []
+    for image in sample.images:
+        if isinstance(image, dict):
+            name = image.get("path") or "<embedded>"
+            out.append((name, image["bytes"]) if image.get("bytes") else (name, Path(name)))
+        else:
+            out.append((str(image), Path(image)))
+    return out
 
 
-# --------------------------------------------------------------------------- readers
-
-
-def _json_items(path: Path, root: Path) -> Iterator[_Item | Problem]:
+def _label_map(path: Path, given: bool) -> LabelMap | None:
+    if not path.is_file():
+        if given:
+            raise ValidationError(f"--label-map {path} does not exist")
+        return None
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValidationError(f"{path} is not a readable JSON manifest ({error})") from None
-    if not isinstance(entries, list):
-        raise ValidationError(f"{path} must hold a JSON list of samples (kprep build-manifest)")
-    for index, entry in enumerate(entries):
-        sample_id = str(entry.get("id", index)) if isinstance(entry, dict) else str(index)
-        if isinstance(entry, dict) and "conversations" in entry and "messages" not in entry:
-            yield _llava_item(entry, sample_id, root)
-            continue
-        messages = entry.get("messages") if isinstance(entry, dict) else None
-        if (
-            not isinstance(messages, list)
-            or len(messages) < 2
-            or not all(isinstance(m, dict) for m in messages)
-            or messages[-1].get("role") != "assistant"
-        ):
-            yield Problem(BAD_MESSAGES, sample_id, "'messages' must be user turn(s) then assistant")
-            continue
-        images = media_paths(messages, "image")
-        videos = media_paths(messages, "video")
-        yield _Item(
-            id=sample_id,
-            split=entry.get("split"),
-            label=entry.get("label"),
-            answer=text_of(messages[-1]),
-            images=[(name, _resolve(root, name)) for name in images],
-            placeholders=len(images),
-            video=videos[0] if videos else None,
-            frame_indices=entry.get("frame_indices"),
-            youtube_id=entry.get("youtube_id"),
-        )
-
-
-def _llava_item(entry: dict[str, Any], sample_id: str, root: Path) -> _Item | Problem:
-    """A ``--format llava`` entry: ``image`` list / ``video`` + ``conversations``."""
-    turns = entry.get("conversations")
-    if (
-        not isinstance(turns, list)
-        or len(turns) < 2
-        or not all(isinstance(t, dict) for t in turns)
-        or turns[-1].get("from") != "gpt"
-    ):
-        return Problem(BAD_MESSAGES, sample_id, "'conversations' must be human turn(s) then gpt")
-    images = entry.get("image") or []
-    images = [images] if isinstance(images, str) else list(images)
-    prompt = "".join(str(t.get("value", "")) for t in turns[:-1])
-    return _Item(
-        id=sample_id,
-        split=entry.get("split"),
-        label=entry.get("label"),
-        answer=str(turns[-1].get("value") or ""),
-        images=[(name, _resolve(root, name)) for name in images],
-        placeholders=prompt.count(LLAVA_IMAGE_TOKEN),
-        video=entry.get("video"),
-        frame_indices=entry.get("frame_indices"),
-        youtube_id=entry.get("youtube_id"),
-    )
-
-
-def _arrow_items(path: Path) -> Iterator[_Item | Problem]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as error:
-        raise ValidationError(
-            f"{path} is not a saved Arrow dataset ({error}); pass the *_arrow folder"
-        ) from None
-    splits = loaded if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-    for split, ds in splits.items():
-        missing = {"id", "messages", "images"} - set(ds.column_names)
-        if missing:
-            raise ValidationError(f"{path} split {split!r} lacks columns {sorted(missing)}")
-        label_feature = ds.features.get("label")
-        names = getattr(label_feature, "names", None)
-        rows = (row for batch in ds.with_format("arrow").iter(1000) for row in batch.to_pylist())
-        for row in rows:  # raw storage: images stay {"bytes", "path"}, nothing is decoded yet
-            messages = row["messages"]
-            sample_id = str(row["id"])
-            placeholders = sum(
-                1 for m in messages for c in m["content"] if c.get("type") == "image"
-            )
-            images = []
-            for image in row["images"] or []:
-                name = image.get("path") or "<embedded>"
-                if image.get("bytes"):
-                    images.append((name, image["bytes"]))
-                else:
-                    images.append((name, _resolve(path.parent, name)))
-            label = row.get("label")
-            yield _Item(
-                id=sample_id,
-                split=split,
-                label=names[label] if names is not None and label is not None else label,
-                answer=text_of(messages[-1]) if messages else "",
-                images=images,
-                placeholders=placeholders,
-                video=row.get("video"),
-                frame_indices=row.get("frame_indices"),
-                youtube_id=row.get("youtube_id"),
-            )
-
-
-def _load_label_map(path: Path | None) -> tuple[list[str] | None, str | None]:
-    if path is None or not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValidationError(f"--label-map {path} cannot be read ({error})") from None
-    labels = data.get("labels") if isinstance(data, dict) else None
-    if not isinstance(labels, list):
-        raise ValidationError(f"--label-map {path} has no 'labels' list")
-    return [str(x) for x in labels], data.get("answer_template")
+        return read_label_map(path)
+    except SchemaError as error:
+        raise ValidationError(f"--label-map: {error}") from None
 
 
 # --------------------------------------------------------------------------- checks
@@ -258,6 +184,99 @@ def _frame_order_ok(names: Sequence[str], frame_indices: Sequence[int] | None) -
     return True
 
 
+class _Checker:
+    """The per-sample checks, then the checks across samples (frame count, leakage)."""
+
+    def __init__(self, report: ValidationReport, label_map: LabelMap | None, decode: bool) -> None:
+        self.report = report
+        self.label_map = label_map
+        self.decode = decode
+        self.known = set(label_map.labels) if label_map else set()
+        template = label_map.answer_template if label_map else None
+        self.answers = {template.format(label=x): x for x in self.known} if template else {}
+        self.seen: set[str] = set()
+        self.frame_counts: Counter = Counter()
+        self.image_samples: list[tuple[str, int]] = []
+        self.sides: dict[str, set[str]] = {}
+
+    def problem(self, kind: str, sample: str, message: str) -> None:
+        self.report.problems.append(Problem(kind, sample, message))
+
+    def add(self, item: Sample | BadEntry) -> None:
+        self.report.samples += 1
+        if isinstance(item, BadEntry):
+            self.problem(item.kind, item.id, item.message)
+            return
+        if item.split is not None:
+            self.report.splits[item.split] = self.report.splits.get(item.split, 0) + 1
+        if item.id in self.seen:
+            self.problem(DUPLICATE_ID, item.id, f"id {item.id!r} appears again")
+        self.seen.add(item.id)
+        if not item.answer.strip():
+            self.problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty")
+        self.check_label(item)
+        youtube_id = item.metadata.get("youtube_id")
+        if youtube_id and item.split:
+            self.sides.setdefault(youtube_id, set()).add(item.split)
+        self.check_media(item)
+
+    def check_label(self, item: Sample) -> None:
+        if self.label_map is None:
+            return
+        where = self.label_map.path
+        wanted = self.label_map.answer(item.label) if item.label is not None else None
+        if item.label is not None and item.label not in self.known:
+            self.problem(UNKNOWN_LABEL, item.id, f"label {item.label!r} not in {where}")
+        elif wanted is not None and item.answer != wanted:
+            self.problem(ANSWER_MISMATCH, item.id, f"answer {item.answer!r}, expected {wanted!r}")
+        elif self.answers and item.label is None and item.answer not in self.answers:
+            self.problem(
+                UNKNOWN_LABEL, item.id, f"answer {item.answer!r} names no label in the map"
+            )
+
+    def check_media(self, item: Sample) -> None:
+        media = _media(item)
+        for name, source in media:
+            self.report.files_checked += 1
+            if isinstance(source, Path) and not source.is_file():
+                self.problem(MISSING_FILE, item.id, f"{source} not found")
+                continue
+            if self.decode:
+                try:
+                    _decode_image(source)
+                except Exception as error:  # PIL raises many types for bad files
+                    self.problem(UNDECODABLE, item.id, f"{name}: {error}")
+        if item.video is not None:
+            self.report.files_checked += 1
+            video = Path(item.video)
+            if not video.is_file():
+                self.problem(MISSING_FILE, item.id, f"{video} not found")
+            elif self.decode:
+                from kinetics_prep.decode import DecodeError
+
+                try:
+                    _decode_video(str(video))
+                except DecodeError as error:
+                    self.problem(UNDECODABLE, item.id, str(error))
+        if media:
+            self.frame_counts[len(media)] += 1
+            self.image_samples.append((item.id, len(media)))
+            if not _frame_order_ok([n for n, _ in media], item.metadata.get("frame_indices")):
+                self.problem(FRAME_ORDER, item.id, "frame numbers / frame_indices do not increase")
+
+    def finish(self, num_frames: int | None) -> None:
+        expected: int | None = num_frames or (
+            self.frame_counts.most_common(1)[0][0] if self.frame_counts else None
+        )
+        self.report.expected_frames = expected
+        for sample_id, count in self.image_samples:
+            if count != expected:
+                self.problem(FRAME_COUNT, sample_id, f"{count} frames, expected {expected}")
+        for youtube_id, split_names in sorted(self.sides.items()):
+            if len(split_names) > 1:
+                self.problem(LEAKAGE, youtube_id, f"clips in {', '.join(sorted(split_names))}")
+
+
 def validate_dataset(
     path: str | Path,
     *,
@@ -275,116 +294,24 @@ def validate_dataset(
     path = Path(path)
     if not path.exists():
         raise ValidationError(f"{path} does not exist: pass a manifest JSON or an *_arrow folder")
-    is_arrow = path.is_dir()
     root = Path(image_root) if image_root is not None else path.parent
     report = ValidationReport(
-        source=str(path), format="arrow" if is_arrow else "json", image_root=str(root)
+        source=str(path), format="arrow" if path.is_dir() else "json", image_root=str(root)
     )
     map_path = Path(label_map) if label_map is not None else path.parent / LABEL_MAP_NAME
-    if label_map is not None and not map_path.is_file():
-        raise ValidationError(f"--label-map {map_path} does not exist")
-    labels, template = _load_label_map(map_path)
-    report.labels = len(labels or [])
+    labels = _label_map(map_path, given=label_map is not None)
+    report.labels = len(labels.labels) if labels else 0
     if labels is None:
         report.problems.append(
             Problem(NO_LABEL_MAP, "-", f"no {LABEL_MAP_NAME} next to {path}: pass --label-map")
         )
-    known = set(labels or [])
-    answers = {template.format(label=x): x for x in labels or []} if template else {}
-
-    items = _arrow_items(path) if is_arrow else _json_items(path, root)
-    seen: set[str] = set()
-    frame_counts: Counter = Counter()
-    image_items: list[_Item] = []
-    sides: dict[str, set[str]] = {}
-    for item in items:
-        if isinstance(item, Problem):
-            report.problems.append(item)
-            report.samples += 1
-            continue
-        report.samples += 1
-        problems = report.problems
-        if item.split is not None:
-            report.splits[item.split] = report.splits.get(item.split, 0) + 1
-        if item.id in seen:
-            problems.append(Problem(DUPLICATE_ID, item.id, f"id {item.id!r} appears again"))
-        seen.add(item.id)
-        if not item.answer.strip():
-            problems.append(Problem(EMPTY_ANSWER, item.id, "the assistant's answer is empty"))
-        if labels is not None:
-            if item.label is not None and item.label not in known:
-                problems.append(
-                    Problem(UNKNOWN_LABEL, item.id, f"label {item.label!r} not in {map_path}")
-                )
-            elif template and item.label is not None:
-                wanted = template.format(label=item.label)
-                if item.answer != wanted:
-                    problems.append(
-                        Problem(
-                            ANSWER_MISMATCH,
-                            item.id,
-                            f"answer {item.answer!r}, expected {wanted!r}",
-                        )
-                    )
-            elif template and item.label is None and item.answer not in answers:
-                problems.append(
-                    Problem(
-                        UNKNOWN_LABEL, item.id, f"answer {item.answer!r} names no label in the map"
-                    )
-                )
-        if item.youtube_id and item.split:
-            sides.setdefault(item.youtube_id, set()).add(item.split)
-        if item.placeholders != len(item.images):
-            problems.append(
-                Problem(
-                    MEDIA_MISMATCH,
-                    item.id,
-                    f"{item.placeholders} image placeholders but {len(item.images)} images",
-                )
-            )
-        for name, source in item.images:
-            report.files_checked += 1
-            if isinstance(source, Path) and not source.is_file():
-                problems.append(Problem(MISSING_FILE, item.id, f"{source} not found"))
-                continue
-            if decode:
-                try:
-                    _decode_image(source)
-                except Exception as error:  # PIL raises many types for bad files
-                    problems.append(Problem(UNDECODABLE, item.id, f"{name}: {error}"))
-        if item.video is not None:
-            report.files_checked += 1
-            video = _resolve(root, item.video)
-            if not video.is_file():
-                problems.append(Problem(MISSING_FILE, item.id, f"{video} not found"))
-            elif decode:
-                from kinetics_prep.decode import DecodeError
-
-                try:
-                    _decode_video(str(video))
-                except DecodeError as error:
-                    problems.append(Problem(UNDECODABLE, item.id, str(error)))
-        if item.images:
-            frame_counts[len(item.images)] += 1
-            image_items.append(item)
-            if not _frame_order_ok([n for n, _ in item.images], item.frame_indices):
-                problems.append(
-                    Problem(FRAME_ORDER, item.id, "frame numbers / frame_indices do not increase")
-                )
-    expected: int | None = num_frames or (
-        frame_counts.most_common(1)[0][0] if frame_counts else None
-    )
-    report.expected_frames = expected
-    for item in image_items:
-        if len(item.images) != expected:
-            report.problems.append(
-                Problem(FRAME_COUNT, item.id, f"{len(item.images)} frames, expected {expected}")
-            )
-    for youtube_id, split_names in sorted(sides.items()):
-        if len(split_names) > 1:
-            report.problems.append(
-                Problem(LEAKAGE, youtube_id, f"clips in {', '.join(sorted(split_names))}")
-            )
+    checker = _Checker(report, labels, decode)
+    try:
+        for item in iter_entries(path, image_root=root):
+            checker.add(item)
+    except SchemaError as error:
+        raise ValidationError(str(error)) from None
+    checker.finish(num_frames)
     log.info("validated %s: %d samples, %d problems", path, report.samples, len(report.problems))
     return report
 

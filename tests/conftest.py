@@ -68,15 +68,20 @@ def write_moving_shape_dataset(
     Writes root/frames/<id>/frame_k.jpg, root/demo.json (+ .train/.validation)
     and root/label_map.json. Returns root.
     """
-    import json
-
     from PIL import Image
 
     from kinetics_prep.demo_clips import DEMO_CLASSES, moving_shape_frames
+    from kinetics_prep.schema import (
+        DEFAULT_ANSWER_TEMPLATE,
+        DEFAULT_PROMPT,
+        LABEL_MAP_NAME,
+        Sample,
+        split_path,
+        write_label_map,
+        write_manifest,
+    )
 
-    template = "The video shows {label}."
-    prompt = "Please analyze the sequence of frames from this video. What specific action or event is happening?"
-    entries = []
+    samples = []
     for c, label in enumerate(DEMO_CLASSES):
         for i in range(per_class + val_per_class):
             clip_id = f"{label.replace(' ', '_')}_{i:04d}"
@@ -87,30 +92,25 @@ def write_moving_shape_dataset(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(frames[index]).save(path, quality=95)
                 paths.append(f"frames/{clip_id}/frame_{k}.jpg")
-            entries.append(
-                {
-                    "id": clip_id,
-                    "messages": [
-                        {
-                            "role": "user",
-                            "content": [{"type": "image", "image": p} for p in paths]
-                            + [{"type": "text", "text": prompt}],
-                        },
-                        {
-                            "role": "assistant",
-                            "content": [{"type": "text", "text": template.format(label=label)}],
-                        },
-                    ],
-                    "label": label,
-                    "split": "train" if i < per_class else "validation",
-                }
+            samples.append(
+                Sample(
+                    id=clip_id,
+                    prompt=DEFAULT_PROMPT,
+                    answer=DEFAULT_ANSWER_TEMPLATE.format(label=label),
+                    images=paths,
+                    label=label,
+                    split="train" if i < per_class else "validation",
+                )
             )
-    (root / "demo.json").write_text(json.dumps(entries), encoding="utf-8")
+    manifest = root / "demo.json"
+    write_manifest(manifest, samples)
     for split in ("train", "validation"):
-        part = [e for e in entries if e["split"] == split]
-        (root / f"demo.{split}.json").write_text(json.dumps(part), encoding="utf-8")
-    (root / "label_map.json").write_text(
-        json.dumps({"labels": list(DEMO_CLASSES), "answer_template": template}), encoding="utf-8"
+        write_manifest(split_path(manifest, split), [s for s in samples if s.split == split])
+    write_label_map(
+        root / LABEL_MAP_NAME,
+        list(DEMO_CLASSES),
+        answer_template=DEFAULT_ANSWER_TEMPLATE,
+        sort=False,
     )
     return root
 

@@ -19,9 +19,9 @@ from kinetics_prep.annotations import (
     read_annotations,
     validate_row,
     write_annotations_csv,
-    write_label_map,
     youtube_url,
 )
+from kinetics_prep.schema import write_label_map
 
 FIXTURES = Path(__file__).parent / "fixtures" / "annotations"
 REAL_K400_VAL = (

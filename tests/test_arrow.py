@@ -13,7 +13,7 @@ pytest.register_assert_rewrite("manifest_data")
 from manifest_data import OK_CLIPS, counters, invoke, label_of  # noqa: E402
 
 from kinetics_prep.arrow import features_for, write_arrow_dataset  # noqa: E402
-from kinetics_prep.manifest import Sample  # noqa: E402
+from kinetics_prep.schema import Sample  # noqa: E402
 
 pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
 
@@ -115,10 +115,9 @@ def _samples(n: int, files: list[Path], label: str = "abseiling") -> list[Sample
             label=label,
             prompt="Q?",
             answer=f"The video shows {label}.",
-            images=[f"frames/{f.name}" for f in files],
-            image_files=[str(f) for f in files],
-            frame_indices=[0, 1],
-            timestamps=[0.0, 0.5],
+            images=[f.relative_to(files[0].parents[2]).as_posix() for f in files],
+            split="train",
+            metadata={"frame_indices": [0, 1], "timestamps": [0.0, 0.5]},
         )
         for i in range(n)
     ]
@@ -132,6 +131,7 @@ def test_shards_roll_over_and_load_in_order(tmp_path, fresh_root):
         {"train": _samples(50, files)},
         out_dir=tmp_path / "x_arrow",
         labels=["abseiling"],
+        image_root=fresh_root,
         images="embed",
         chunk_rows=7,
         max_shard_bytes=20_000,
@@ -150,7 +150,9 @@ def test_a_failed_rebuild_keeps_the_previous_dataset(tmp_path, fresh_root, monke
 
     files = sorted((fresh_root / "frames").glob("*/frame_1.jpg"))[:2]
     out = tmp_path / "built" / "x_arrow"
-    write_arrow_dataset({"train": _samples(5, files)}, out_dir=out, labels=["abseiling"])
+    write_arrow_dataset(
+        {"train": _samples(5, files)}, out_dir=out, labels=["abseiling"], image_root=fresh_root
+    )
     real = arrow_module.rows_table
     calls = []
 
@@ -163,7 +165,11 @@ def test_a_failed_rebuild_keeps_the_previous_dataset(tmp_path, fresh_root, monke
     monkeypatch.setattr(arrow_module, "rows_table", flaky)
     with pytest.raises(OSError, match="disk full"):
         write_arrow_dataset(
-            {"train": _samples(30, files)}, out_dir=out, labels=["abseiling"], chunk_rows=10
+            {"train": _samples(30, files)},
+            out_dir=out,
+            labels=["abseiling"],
+            image_root=fresh_root,
+            chunk_rows=10,
         )
     assert len(datasets.load_from_disk(str(out))["train"]) == 5
     assert sorted(p.name for p in out.parent.iterdir()) == ["x_arrow"]  # no temp folders left

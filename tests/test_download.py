@@ -850,3 +850,52 @@ def test_downloaded_clips_feed_extract_with_annotations(tmp_path, make_counter_c
         17.0,
     )
     assert json.loads((out / "label_map.json").read_text())["labels"] == ["hurling (sport)"]
+
+
+# --------------------------------------------------------------------------- one suffix list
+
+
+@pytest.mark.parametrize("suffix", [".m4v", ".3gp", ".flv", ".MP4"])
+def test_every_clip_download_keeps_is_found_by_extract(tmp_path, counter_mp4, suffix):
+    """Issue 10 bug 2: download kept .m4v/.flv/.3gp clips that extract never found."""
+    from kinetics_prep.extract import find_clips
+    from kinetics_prep.schema import VIDEO_SUFFIXES
+
+    src = tmp_path / "my_clips"
+    src.mkdir()
+    # the container format is probed from the bytes, the suffix only selects the file
+    (src / f"0wR5jVB-WPk_000417_000427{suffix}").write_bytes(counter_mp4)
+    csv = write_csv(tmp_path / "ann.csv", [("abseiling", "0wR5jVB-WPk", 417, 427, "val")])
+    out = tmp_path / "out"
+    result = invoke(
+        "download", "--annotations", csv, "--source", "local", "--clips", src, "--output-dir", out
+    )
+    assert result.exit_code == 0, result.output
+    kept = [r for r in records(out).values() if r["status"] == "ok"]
+    assert [Path(r["path"]).suffix for r in kept] == [suffix.lower()]
+    assert suffix.lower() in VIDEO_SUFFIXES
+    assert [c.clip_id for c in find_clips(out / "clips")] == ["0wR5jVB-WPk_000417_000427"]
+    frames = tmp_path / "frames"
+    result = invoke("extract", "--clips", out / "clips", "--output-dir", frames, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    extracted = read_latest(frames / "extract_results.jsonl")
+    assert {k: v["status"] for k, v in extracted.items()} == {"0wR5jVB-WPk_000417_000427": "ok"}
+
+
+def test_mirror_rejects_a_clip_named_right_with_a_suffix_extract_cannot_read(tmp_path, server):
+    wanted = "mirrorclipA_000010_000020"
+    archive = make_tarball([(f"val/{wanted}.txt", b"not a video", None)])
+    server.files["/k400/val/part_0.tar.gz"] = archive
+    mirror = tmp_path / "urls.txt"
+    mirror.write_text(f"{server.base}/k400/val/part_0.tar.gz\n")
+    csv = write_csv(tmp_path / "ann.csv", [("abseiling", "mirrorclipA", 10, 20, "val")])
+    out = tmp_path / "out"
+    result = invoke(
+        "download", "--annotations", csv, "--source", "mirror", "--mirror-urls", mirror,
+        "--output-dir", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = records(out)[wanted]
+    assert record["status"] == "failed" and record["reason"] == "unsupported_format"
+    assert f"{wanted}.txt" in record["error"]
+    assert not list((out / "clips").iterdir())

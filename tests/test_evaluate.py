@@ -1,4 +1,5 @@
-"""`kprep eval`: the normaliser, the frame-order control, exact batched scoring, reports."""
+"""`kprep eval`: the normaliser, the frame-order control, exact batched scoring, reports,
+chat templates with a thought block (issue 10 bug 1) and raw-video samples (bug 3)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from trainer.evaluate import (
-    AnswerMatcher,
-    EvalConfig,
-    EvalError,
-    frame_permutation,
-    markdown_table,
-    normalize_answer,
-    summarize,
-)
+from trainer.errors import ConfigError, EvalError
+from trainer.evaluate import EvalConfig, frame_permutation
+from trainer.labels import AnswerMatcher, normalize_answer
+from trainer.report import markdown_table, summarize
 
 LABELS = ["moving left", "moving right", "moving up", "moving down", "air drumming"]
 TEMPLATE = "The video shows {label}."
@@ -90,7 +86,7 @@ def test_summarize_counts_unmatched_empty_per_class_and_confusions():
 
 
 def test_config_collects_every_problem():
-    with pytest.raises(EvalError) as info:
+    with pytest.raises(ConfigError) as info:
         EvalConfig(model_id="m", data_path="d", frame_orders=("upside",), method="x", top_k=0,
                    compare_base=True)  # fmt: skip
     message = str(info.value)
@@ -101,69 +97,202 @@ def test_config_collects_every_problem():
 # --- on the packaged tiny Gemma 4 ---------------------------------------------------------
 
 
-def _scorer(base):
-    from trainer.evaluate import Scorer, load_eval_model
+def _scorer(base, processor=None):
+    from trainer.evaluate import Scorer
+    from trainer.loading import load_finetuned
 
-    model, processor = load_eval_model(str(base))
+    model, loaded = load_finetuned(str(base))
+    processor = processor or loaded
     return Scorer(model, processor, AnswerMatcher(LABELS[:4], TEMPLATE)), model, processor
 
 
-def _sample(data):
+def _items(data):
+    """Dataset items of the held-out samples, as eval builds them (with the answer turn)."""
+    from trainer.data import ConversationDataset
     from trainer.evaluate import load_eval_samples
 
-    return load_eval_samples(
+    samples = load_eval_samples(
         data / "demo.validation.json", AnswerMatcher(LABELS[:4], TEMPLATE), split="validation"
     )
+    dataset = ConversationDataset(samples)
+    return [dataset[i] for i in range(len(dataset))]
 
 
-def test_ranking_with_shared_prompt_cache_equals_full_forward(tiny_lora_run):
-    """Batched candidate scoring over one prompt pass == scoring each full conversation."""
+def _full_conversation_scores(model, processor, item) -> list[float]:
+    """Each label's answer scored the way training sees it: the collator on the whole
+    conversation, one forward pass per label, log-probs of the labelled tokens summed."""
     import torch
 
     from trainer.collator import VisionChatCollator
-    from trainer.data import load_image
 
-    data, _, base = tiny_lora_run
-    scorer, model, processor = _scorer(base)
-    sample = _sample(data)[0]
-    images = [load_image(x) for x in sample.images]
-    _, scores = scorer.run(
-        sample, images, generate=False, rank=True, max_new_tokens=4, batch_size=3
-    )
     collator = VisionChatCollator(processor)
     expected = []
     for label in LABELS[:4]:
-        messages = sample.prompt_messages + [
+        messages = item["messages"][:-1] + [
             {
                 "role": "assistant",
                 "content": [{"type": "text", "text": TEMPLATE.format(label=label)}],
             }
         ]
-        batch = collator([{"messages": messages, "images": images, "video": None}])
+        batch = collator([{**item, "messages": messages}])
         labels = batch.pop("labels")
         with torch.no_grad():
             logits = model(**batch).logits[0].log_softmax(-1)
         targets = labels[0, 1:]
         keep = targets != -100
         expected.append(float(logits[:-1][keep].gather(-1, targets[keep][:, None]).sum()))
-    assert scores == pytest.approx(expected, abs=1e-3)
+    return expected
+
+
+def test_ranking_with_shared_prompt_cache_equals_full_forward(tiny_lora_run):
+    """Batched candidate scoring over one prompt pass == scoring each full conversation."""
+    from trainer.evaluate import prompt_item
+
+    data, _, base = tiny_lora_run
+    scorer, model, processor = _scorer(base)
+    item = _items(data)[0]
+    _, scores = scorer.run(
+        prompt_item(item), generate=False, rank=True, max_new_tokens=4, batch_size=3
+    )
+    assert scores == pytest.approx(_full_conversation_scores(model, processor, item), abs=1e-3)
+
+
+def test_ranking_with_an_empty_thought_block_template_scores_what_training_trains(tiny_lora_run):
+    """Issue 10 bug 1: a generation prompt ending with an empty thought block (larger
+    Gemma 4 templates) trains (the collator locates the answer) and must rank too:
+    the scorer locates each candidate answer with the collator's own function."""
+    import copy
+
+    from trainer.evaluate import prompt_item
+    from trainer.tiny import CHAT_TEMPLATE
+
+    data, _, base = tiny_lora_run
+    _, _, processor = _scorer(base)
+    thinking = copy.copy(processor)
+    thinking.chat_template = CHAT_TEMPLATE.replace(
+        "{{ '<|turn>model\\n' }}{%- endif -%}",
+        "{{ '<|turn>model\\n<|channel>thought\\n<channel|>' }}{%- endif -%}",
+    )
+    assert "<channel|>" in thinking.chat_template
+    scorer, model, _ = _scorer(base, thinking)
+    item = _items(data)[0]
+    prompt, _ = scorer.prompt_inputs(prompt_item(item))
+    assert prompt.endswith("<|turn>model\n<|channel>thought\n<channel|>")
+    text, scores = scorer.run(
+        prompt_item(item), generate=True, rank=True, max_new_tokens=4, batch_size=2
+    )
+    assert isinstance(text, str)
+    assert scores == pytest.approx(_full_conversation_scores(model, thinking, item), abs=1e-3)
 
 
 def test_greedy_answer_equals_transformers_generate(tiny_lora_run):
     import torch
 
-    from trainer.data import load_image
+    from trainer.evaluate import prompt_item
 
     data, _, base = tiny_lora_run
     scorer, model, processor = _scorer(base)
-    sample = _sample(data)[1]
-    images = [load_image(x) for x in sample.images]
-    text, _ = scorer.run(sample, images, generate=True, rank=False, max_new_tokens=6, batch_size=4)
-    _, inputs = scorer.prompt_inputs(sample.prompt_messages, images)
+    item = prompt_item(_items(data)[1])
+    text, _ = scorer.run(item, generate=True, rank=False, max_new_tokens=6, batch_size=4)
+    _, inputs = scorer.prompt_inputs(item)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1] :]
     assert text == processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_gold_label_is_the_samples_label_not_its_answer(tiny_lora_run, tmp_path):
+    """The label travels from the manifest: an answer that is no label's template
+    (a caption) still has its gold label, and a sample without a label is refused."""
+    from trainer.evaluate import load_eval_samples
+
+    data, _, _ = tiny_lora_run
+    entries = json.loads((data / "demo.validation.json").read_text())
+    for entry in entries:
+        entry["messages"][-1]["content"][0]["text"] = "A bright square crosses the frame."
+    captions = data / "captions.validation.json"
+    captions.write_text(json.dumps(entries))
+    matcher = AnswerMatcher(LABELS[:4], TEMPLATE)
+    samples = load_eval_samples(captions, matcher)
+    assert [s.label for s in samples] == [e["label"] for e in entries]
+    del entries[0]["label"]
+    captions.write_text(json.dumps(entries))
+    with pytest.raises(EvalError, match="has no 'label'"):
+        load_eval_samples(captions, matcher)
+    entries[0]["label"] = "juggling"
+    captions.write_text(json.dumps(entries))
+    with pytest.raises(EvalError, match="not in the label map"):
+        load_eval_samples(captions, matcher)
+
+
+def _video_dataset(root):
+    """A raw-video manifest ({"type": "video"} samples) of demo clips, and its label map."""
+    from kinetics_prep.demo_clips import write_demo_clips
+    from kinetics_prep.schema import Sample, write_label_map, write_manifest
+
+    clips = write_demo_clips(root / "clips", clips_per_class=1, num_frames=16, size=32)
+    samples = [
+        Sample(
+            id=clip.path.stem,
+            prompt="What happens?",
+            answer=TEMPLATE.format(label=clip.label),
+            video=str(clip.path.relative_to(root)),
+            label=clip.label,
+            split="validation",
+        )
+        for clip in clips
+    ]
+    write_manifest(root / "video.validation.json", samples)
+    write_label_map(root / "label_map.json", [c.label for c in clips], answer_template=TEMPLATE)
+    return root / "video.validation.json", clips
+
+
+def test_kprep_eval_takes_raw_video_samples(tiny_lora_run, tmp_path):
+    """Issue 10 bug 3: eval takes the {"type": "video"} samples training takes (decoded
+    with the recipe's sampling, the frames of the video reordered for the controls)."""
+    from trainer.cli import app
+
+    _, adapter, base = tiny_lora_run
+    manifest, clips = _video_dataset(tmp_path)
+    report_path = tmp_path / "video_report.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval", "--data-path", str(manifest), "--model-id", str(base),
+            "--adapter", str(adapter), "--frame-order", "normal", "--frame-order", "reversed",
+            "--max-new-tokens", "4", "--top-k", "2", "--output", str(report_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["num_samples"] == len(clips) == report["num_videos"]
+    assert report["video"] == {"num_frames": 4, "sampling": "center", "decoder": "auto"}
+    for run in report["runs"]:
+        assert [row["label"] for row in run["predictions"]] == [c.label for c in clips]
+        for row in run["predictions"]:
+            assert row["frame_order"] == (
+                [3, 2, 1, 0] if run["frame_order"] == "reversed" else [0, 1, 2, 3]
+            )
+            assert len(row["ranked"]) == 2
+    normal, reversed_ = ([p["ranked_scores"] for p in r["predictions"]] for r in report["runs"])
+    assert normal != reversed_  # the video frames really were reordered
+
+
+def test_eval_video_item_scores_like_training_sees_it(tiny_lora_run, tmp_path):
+    """A raw-video sample's ranking equals the collator's full-conversation scores."""
+    from trainer.data import ConversationDataset
+    from trainer.evaluate import load_eval_samples, prompt_item
+
+    _, _, base = tiny_lora_run
+    manifest, _ = _video_dataset(tmp_path)
+    scorer, model, processor = _scorer(base)
+    samples = load_eval_samples(manifest, AnswerMatcher(LABELS[:4], TEMPLATE))
+    item = ConversationDataset(samples)[0]
+    assert item["video"] is not None and item["images"] == []
+    _, scores = scorer.run(
+        prompt_item(item), generate=False, rank=True, max_new_tokens=4, batch_size=4
+    )
+    assert scores == pytest.approx(_full_conversation_scores(model, processor, item), abs=1e-3)
 
 
 def test_kprep_eval_base_and_adapter_side_by_side_with_controls(tiny_lora_run, tmp_path):

@@ -217,3 +217,25 @@ def test_every_kprep_train_command_in_the_docs_parses(monkeypatch):
     for args in commands:
         cfg = _parsed(monkeypatch, args)
         assert cfg.data_path
+
+
+def test_cli_turns_only_kprep_errors_into_one_line(monkeypatch):
+    """A KprepError (bad data, bad settings) is one line and exit 2; any other exception
+    is a bug and keeps its traceback (the old `kprep train` swallowed every ValueError)."""
+    import trainer.train as train_mod
+    from trainer.cli import app
+    from trainer.errors import DataError
+
+    def bad_data(cfg):
+        raise DataError("--data-path x.json holds no samples")
+
+    monkeypatch.setattr(train_mod, "train", bad_data)
+    result = CliRunner().invoke(app, ["train", "--data-path", "x.json"])
+    assert result.exit_code == 2 and "error: --data-path x.json holds no samples" in result.output
+
+    def bug(cfg):
+        raise ValueError("a real bug")
+
+    monkeypatch.setattr(train_mod, "train", bug)
+    result = CliRunner().invoke(app, ["train", "--data-path", "x.json"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from kinetics_prep.errors import SchemaError
 from trainer.data import DataError, data_fingerprint, load_samples
 from trainer.tiny import write_synthetic_manifest
 
@@ -14,6 +15,7 @@ def test_json_manifest_paths_resolve_against_the_image_folder(tmp_path):
     manifest = write_synthetic_manifest(tmp_path / "ds", num_samples=2)
     samples = load_samples(manifest)
     assert [len(s.images) for s in samples] == [4, 4]
+    assert [s.label for s in samples] == ["moving left", "moving right"]  # the label travels
     assert all(str(p).startswith(str(tmp_path / "ds")) for p in samples[0].images)
     # The same JSON somewhere else needs --image-folder.
     moved = tmp_path / "elsewhere.json"
@@ -33,10 +35,12 @@ def test_json_manifest_paths_resolve_against_the_image_folder(tmp_path):
     ],
 )
 def test_bad_manifests_fail_with_one_clear_line(tmp_path, content, match):
+    """The contract's reader (SchemaError) and training's own checks (DataError, a SchemaError)."""
     path = tmp_path / "m.json"
     path.write_text(content)
-    with pytest.raises(DataError, match=match):
+    with pytest.raises(SchemaError, match=match) as info:
         load_samples(path)
+    assert "\n" not in str(info.value)
 
 
 def test_missing_data_path_says_what_to_pass(tmp_path):

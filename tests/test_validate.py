@@ -13,7 +13,7 @@ from manifest_data import OK_CLIPS, invoke  # noqa: E402
 
 from kinetics_prep import validate as v  # noqa: E402
 from kinetics_prep.arrow import write_arrow_dataset  # noqa: E402
-from kinetics_prep.manifest import Sample  # noqa: E402
+from kinetics_prep.schema import Sample  # noqa: E402
 
 pytest_plugins = ["manifest_data"]  # fixtures: extracted_root, fresh_root
 
@@ -125,16 +125,21 @@ def test_arrow_damage(built, tmp_path):
     code, report = check(built / "p_arrow", "--label-map", built / "label_map.json")
     assert code == 1 and report["counts"] == {v.MISSING_FILE: 1}
     # embedded bytes that are not an image; a label outside the map; a repeated id
-    bad = tmp_path / "frame_1.jpg"
-    bad.write_bytes(b"garbage")
-    good = next((built / "frames").glob("*/frame_2.jpg"))
+    good = next((built / "frames").glob("*/frame_2.jpg")).read_bytes()
+    src = tmp_path / "src"
+    for name, data in [("x/frame_1.jpg", b"garbage"), ("x/frame_2.jpg", good),
+                       ("y/frame_1.jpg", good), ("y/frame_2.jpg", good)]:  # fmt: skip
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
     rows = [
         Sample(id="a", label="abseiling", prompt="Q?", answer="The video shows abseiling.",
-               images=["x/frame_1.jpg", "x/frame_2.jpg"], image_files=[str(bad), str(good)]),
+               images=["x/frame_1.jpg", "x/frame_2.jpg"]),
         Sample(id="a", label="yoga", prompt="Q?", answer="The video shows yoga.",
-               images=["y/frame_1.jpg", "y/frame_2.jpg"], image_files=[str(good), str(good)]),
+               images=["y/frame_1.jpg", "y/frame_2.jpg"]),
     ]  # fmt: skip
-    write_arrow_dataset({"train": rows}, out_dir=tmp_path / "t_arrow", labels=["abseiling", "yoga"])
+    write_arrow_dataset(
+        {"train": rows}, out_dir=tmp_path / "t_arrow", labels=["abseiling", "yoga"], image_root=src
+    )
     (tmp_path / "label_map.json").write_text(
         json.dumps({"labels": ["abseiling"], "answer_template": "The video shows {label}."})
     )

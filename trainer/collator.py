@@ -10,14 +10,24 @@ appended. So the boundary is exact, with no searching for marker tokens:
 
 Labels are the answer tokens up to and including the end-of-turn marker
 (``<turn|>``); prompt, image/video soft tokens and padding are -100. Each
-sample is checked: the full template must start with the prompt template, and
-the decoded trained tokens must equal the assistant's text plus the marker.
+sample is checked: the answer must follow the generation prompt
+(:func:`answer_suffix`), and the decoded trained tokens must equal the
+assistant's text plus the marker.
+
+Inference uses the same two pieces, so it cannot drift from training:
+:func:`locate_answer` gives eval's ranking the exact tokens training labels,
+and :meth:`VisionChatCollator.encode_prompt` builds the prompt inputs (images
+or a video with its metadata) as :meth:`VisionChatCollator.encode` does.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
+
+from kinetics_prep.schema import text_of
+from trainer.errors import MaskingError
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +39,6 @@ _BATCH_KEYS = (
     "video_position_ids",
     "num_frames_per_video",
 )
-
-
-class MaskingError(ValueError):
-    """The chat template does not put the answer where the collator expects it."""
-
-
-def _answer_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(c.get("text") or "" for c in content if c.get("type") == "text")
 
 
 def answer_suffix(prompt: str, full: str, answer: str) -> str:
@@ -75,11 +74,58 @@ def answer_suffix(prompt: str, full: str, answer: str) -> str:
     return suffix
 
 
+def end_of_turn_token(tokenizer) -> str:
+    """Gemma 4's end-of-turn marker (``<turn|>``), else the tokenizer's eos token."""
+    eot = getattr(tokenizer, "eot_token", None)
+    return eot if eot else tokenizer.eos_token
+
+
+def render_prompt(processor, prompt_messages: list[dict[str, Any]]) -> str:
+    """The prompt text: every turn before the answer, then the generation prompt."""
+    return processor.apply_chat_template(
+        list(prompt_messages), tokenize=False, add_generation_prompt=True
+    )
+
+
+@dataclass
+class AnswerSpan:
+    """Where a conversation's answer is: after ``prompt``, as ``ids``; ``ids[:n_train]`` is
+    what training learns (the answer through the end-of-turn marker)."""
+
+    prompt: str
+    ids: list[int]
+    n_train: int
+
+    @property
+    def trained_ids(self) -> list[int]:
+        return self.ids[: self.n_train]
+
+
+def locate_answer(processor, messages: list[dict[str, Any]]) -> AnswerSpan:
+    """The one place that finds the answer of ``messages`` (last turn = the answer).
+
+    Training labels ``span.trained_ids`` after the prompt (the collator);
+    inference scores the same tokens after the same prompt (eval's ranking),
+    so the two cannot disagree about a chat template, e.g. one whose
+    generation prompt ends with an empty thought block (:func:`answer_suffix`).
+    """
+    tokenizer = processor.tokenizer
+    prompt = render_prompt(processor, messages[:-1])
+    full = processor.apply_chat_template(list(messages), tokenize=False)
+    part = answer_suffix(prompt, full, text_of(messages[-1]))
+    ids = tokenizer(part, add_special_tokens=False)["input_ids"]
+    eot_id = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+    n_train = ids.index(eot_id) + 1 if eot_id in ids else len(ids)
+    return AnswerSpan(prompt=prompt, ids=list(ids), n_train=n_train)
+
+
 class VisionChatCollator:
     """``collator(items) -> batch`` for ``Gemma4ForConditionalGeneration``.
 
     ``items`` come from ``trainer.data.ConversationDataset``. ``max_soft_tokens``
     overrides the processor's vision token budget per image / video frame.
+    Inference builds its prompt inputs with the same object
+    (:meth:`encode_prompt`), so eval and predict take every input training takes.
     """
 
     def __init__(
@@ -98,8 +144,7 @@ class VisionChatCollator:
         self.tokenizer = processor.tokenizer
         self.max_soft_tokens = max_soft_tokens
         self.check = check
-        eot = getattr(self.tokenizer, "eot_token", None)
-        self.end_of_turn = eot if eot else self.tokenizer.eos_token
+        self.end_of_turn = end_of_turn_token(self.tokenizer)
         self.end_of_turn_id = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
         self.pad_id = (
             self.tokenizer.pad_token_id
@@ -107,16 +152,9 @@ class VisionChatCollator:
             else self.tokenizer.eos_token_id
         )
 
-    # --- one sample -------------------------------------------------------------------
-    def encode(self, item: dict[str, Any]) -> dict[str, Any]:
-        import torch
-
-        messages = item["messages"]
-        prompt = self.processor.apply_chat_template(
-            messages[:-1], tokenize=False, add_generation_prompt=True
-        )
-        full = self.processor.apply_chat_template(messages, tokenize=False)
-        answer_part = answer_suffix(prompt, full, _answer_text(messages[-1]))
+    # --- the prompt with its media (training and inference) ---------------------------
+    def prompt_features(self, prompt: str, item: dict[str, Any]):
+        """The processor's output for the prompt text and the item's images or video."""
         kwargs: dict[str, Any] = {
             "text": [prompt],
             "return_tensors": "pt",
@@ -134,20 +172,38 @@ class VisionChatCollator:
             if self.max_soft_tokens:
                 videos_kwargs["max_soft_tokens"] = self.max_soft_tokens
             kwargs["videos_kwargs"] = videos_kwargs
-        enc = self.processor(**kwargs)
+        return self.processor(**kwargs)
 
-        answer_ids = self.tokenizer(answer_part, add_special_tokens=False)["input_ids"]
-        n_train = len(answer_ids)
-        if self.end_of_turn_id in answer_ids:
-            n_train = answer_ids.index(self.end_of_turn_id) + 1
+    def encode_prompt(self, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(prompt text, model inputs of batch size 1) for inference.
+
+        ``item`` is a dataset item whose ``messages`` are the turns before the
+        answer; the inputs are built exactly as :meth:`encode` builds a
+        training sample's prompt.
+        """
+        prompt = render_prompt(self.processor, item["messages"])
+        enc = self.prompt_features(prompt, item)
+        inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        for key in ("mm_token_type_ids", *_BATCH_KEYS):
+            if key in enc:
+                inputs[key] = enc[key]
+        return prompt, inputs
+
+    # --- one sample -------------------------------------------------------------------
+    def encode(self, item: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        messages = item["messages"]
+        span = locate_answer(self.processor, messages)
+        enc = self.prompt_features(span.prompt, item)
         prompt_ids = enc["input_ids"][0]
-        answer = torch.tensor(answer_ids, dtype=prompt_ids.dtype)
+        answer = torch.tensor(span.ids, dtype=prompt_ids.dtype)
         input_ids = torch.cat([prompt_ids, answer])
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         start = len(prompt_ids)
-        labels[start : start + n_train] = answer[:n_train]
+        labels[start : start + span.n_train] = answer[: span.n_train]
         if self.check:
-            self._check(labels, _answer_text(messages[-1]))
+            self._check(labels, text_of(messages[-1]))
         out: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
@@ -155,7 +211,7 @@ class VisionChatCollator:
         }
         if "mm_token_type_ids" in enc:
             out["mm_token_type_ids"] = torch.cat(
-                [enc["mm_token_type_ids"][0], torch.zeros(len(answer_ids), dtype=torch.long)]
+                [enc["mm_token_type_ids"][0], torch.zeros(len(span.ids), dtype=torch.long)]
             )
         for key in _BATCH_KEYS:
             if key in enc:

@@ -18,6 +18,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.sampling import SAMPLING_METHODS
+from trainer.errors import ConfigError
+
 SOFT_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)
 OPTIMIZERS = (
     "paged_adamw_8bit",
@@ -28,7 +31,6 @@ OPTIMIZERS = (
     "adafactor",
 )
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts")
-SAMPLING_METHODS = ("center", "linspace", "random")
 DECODERS = ("auto", "decord", "pyav", "opencv")
 
 # q/k/v/o/gate/up/down of the text decoder layers only. The vision and audio
@@ -38,10 +40,6 @@ DEFAULT_LORA_TARGET = (
     r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
     r"|mlp\.(gate_proj|up_proj|down_proj))"
 )
-
-
-class ConfigError(ValueError):
-    """One or more invalid settings; the message lists every problem."""
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:

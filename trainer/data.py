@@ -1,6 +1,7 @@
 """Read what kinetics_prep writes (docs/schema.md) and turn each sample into model inputs.
 
-Two sources:
+The samples are ``kinetics_prep.schema.Sample`` s from the contract's one reader
+(their ``label`` travels on to evaluation). Two sources:
 
 - a seed-format manifest JSON (a list of ``{"messages": [...], ...}``); image and
   video paths are relative to ``image_folder`` (default: the JSON's folder);
@@ -18,44 +19,16 @@ so the timestamps in the prompt are real; the processor never opens files.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.schema import Sample, read_samples
+from trainer.errors import DataError
+
 logger = logging.getLogger(__name__)
 
-
-class DataError(ValueError):
-    """The training data cannot be read; the message says which file and what to do."""
-
-
-@dataclass
-class Sample:
-    """One conversation: seed-format ``messages`` and where its media is."""
-
-    id: str
-    messages: list[dict[str, Any]]
-    images: list[Any]  # absolute paths (JSON) or PIL images / {"bytes"/"path"} (Arrow)
-    video: str | None  # absolute path of a raw clip, else None
-
-
-def _media_items(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    out = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            out += [c for c in content if isinstance(c, dict) and c.get("type") == kind]
-    return out
-
-
-def _check_messages(messages: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or len(messages) < 2:
-        raise DataError(f"{where}: 'messages' must be a list of user then assistant turns")
-    if messages[-1].get("role") != "assistant":
-        raise DataError(f"{where}: the last message must be the assistant's answer")
-    return messages
+__all__ = ["ConversationDataset", "DataError", "Sample", "data_fingerprint", "load_samples"]
 
 
 def load_samples(
@@ -65,95 +38,36 @@ def load_samples(
     split: str = "train",
     max_samples: int | None = None,
 ) -> list[Sample]:
-    """Read a manifest JSON or an Arrow dataset folder into ``Sample`` s."""
+    """The samples of a manifest JSON or an Arrow folder's ``split``, media checked.
+
+    Reading is ``kinetics_prep.schema.read_samples`` (the one reader of the
+    contract); this adds what training needs on top: at least one sample, and
+    the first frame / the video of every JSON sample on disk (a wrong image
+    root fails here, not hours into a run).
+    """
     path = Path(data_path)
     if not path.exists():
         raise DataError(
             f"--data-path {path} does not exist: pass the manifest JSON or Arrow folder "
             "written by `kprep build-manifest`"
         )
-    if path.is_dir():
-        samples = _load_arrow(path, image_folder=image_folder, split=split, max_samples=max_samples)
-    else:
-        samples = _load_json(path, image_folder=image_folder, max_samples=max_samples)
+    samples = read_samples(
+        path,
+        image_root=image_folder,
+        split=split if path.is_dir() else None,
+        max_samples=max_samples,
+    )
     if not samples:
         raise DataError(f"--data-path {path} holds no samples")
-    logger.info("loaded %d samples from %s", len(samples), path)
-    return samples
-
-
-def _load_json(path: Path, *, image_folder, max_samples) -> list[Sample]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(
-            f"--data-path {path} is not valid JSON ({exc}): rebuild the manifest"
-        ) from exc
-    if not isinstance(entries, list):
-        raise DataError(f"--data-path {path} must hold a JSON list of samples")
-    root = Path(image_folder) if image_folder else path.parent
-    if max_samples:
-        entries = entries[:max_samples]
-    samples = []
-    for i, entry in enumerate(entries):
-        where = f"{path} entry {i}"
-        messages = _check_messages(
-            entry.get("messages") if isinstance(entry, dict) else None, where
-        )
-        images = [str(root / item["image"]) for item in _media_items(messages, "image")]
-        videos = [str(root / item["video"]) for item in _media_items(messages, "video")]
-        if len(videos) > 1:
-            raise DataError(f"{where}: one video per sample is supported, found {len(videos)}")
-        for image in images[:1] + videos:
-            if not Path(image).is_file():
+    for sample in samples:
+        media = [x for x in sample.images[:1] if isinstance(x, str)]
+        for file in media + ([sample.video] if sample.video else []):
+            if not Path(file).is_file():
                 raise DataError(
-                    f"{where}: {image} not found: pass --image-folder, the folder the paths are relative to"
+                    f"{path} sample {sample.id!r}: {file} not found: pass --image-folder, "
+                    "the folder the paths are relative to"
                 )
-        samples.append(
-            Sample(
-                id=str(entry.get("id", i)),
-                messages=messages,
-                images=images,
-                video=videos[0] if videos else None,
-            )
-        )
-    return samples
-
-
-def _load_arrow(path: Path, *, image_folder, split, max_samples) -> list[Sample]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"--data-path {path} is not a saved Arrow dataset: pass the *_arrow folder"
-        ) from exc
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(f"--split {split!r} not in {path}: it has {', '.join(ds)}")
-        ds = ds[split]
-    if max_samples:
-        ds = ds.select(range(min(max_samples, len(ds))))
-    root = Path(image_folder) if image_folder else path.parent
-    samples = []
-    for i, row in enumerate(ds):
-        messages = _check_messages(row.get("messages"), f"{path} row {i}")
-        video = row.get("video")
-        n_images = len(_media_items(messages, "image"))
-        images = list(row.get("images") or [])
-        if len(images) != n_images:
-            raise DataError(
-                f"{path} row {i}: {n_images} image placeholders but {len(images)} images"
-            )
-        samples.append(
-            Sample(
-                id=str(row.get("id", i)),
-                messages=messages,
-                images=images,
-                video=str(root / video) if video else None,
-            )
-        )
+    logger.info("loaded %d samples from %s", len(samples), path)
     return samples
 
 
@@ -232,7 +146,10 @@ class ConversationDataset:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+        return self.item(self.samples[index])
+
+    def item(self, sample: Sample) -> dict[str, Any]:
+        """The model-ready item of one sample (eval and predict build theirs here too)."""
         item: dict[str, Any] = {
             "id": sample.id,
             "messages": sample.messages,

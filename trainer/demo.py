@@ -51,6 +51,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.fileio import atomic_write_json, atomic_write_text
+from kinetics_prep.schema import split_path
+from trainer.errors import DemoError
+
 logger = logging.getLogger(__name__)
 
 DEMO_STEM = "kinetic_demo"
@@ -81,10 +85,6 @@ REPORT_KEYS = (
 )
 
 Stage = Callable[[str, str], None]  # (stage, message)
-
-
-class DemoError(RuntimeError):
-    """A demo stage failed; the message names the stage and what to do."""
 
 
 @dataclass
@@ -276,13 +276,13 @@ def split_three_ways(config: DemoConfig) -> dict[str, Path]:
             answer_template=config.answer_template,
         )
     )
-    held = json.loads(manifest.with_name(f"{DEMO_STEM}.validation.json").read_text("utf-8"))
+    held = json.loads(split_path(manifest, "validation").read_text("utf-8"))
     share = config.test_fraction / (config.val_fraction + config.test_fraction)
     side = assign_splits({e["id"]: e["id"] for e in held}, val_fraction=share, seed=config.seed + 1)
-    paths = {"train": manifest.with_name(f"{DEMO_STEM}.train.json")}
+    paths = {"train": split_path(manifest, "train")}
     for name, picked in (("validation", "train"), ("test", "validation")):
         rows = [dict(e, split=name) for e in held if side[e["id"]] == picked]
-        paths[name] = manifest.with_name(f"{DEMO_STEM}.{name}.json")
+        paths[name] = split_path(manifest, name)
         _atomic_json(paths[name], rows)
     return paths
 
@@ -310,9 +310,7 @@ def permuted_copy(train_json: Path, output: Path, *, seed: int) -> Path:
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, value)
 
 
 def base_model_path(config: DemoConfig) -> Path:
@@ -566,7 +564,7 @@ def run_demo(
     _atomic_json(out / REPORT_NAME, result)
     _atomic_json(seed_dir / REPORT_NAME, result)
     markdown = demo_markdown(result, out)
-    (out / REPORT_NAME).with_suffix(".md").write_text(markdown, encoding="utf-8")
+    atomic_write_text((out / REPORT_NAME).with_suffix(".md"), markdown)
     result["eval"] = report
     return result
 

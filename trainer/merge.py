@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from trainer.evaluate import EvalError, is_adapter_dir, markdown_table
+from kinetics_prep.fileio import atomic_write_json, atomic_write_text, replace_path
+from kinetics_prep.schema import TRAINING_SUMMARY_NAME
+from trainer.errors import MergeError
+from trainer.report import markdown_table
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
+EVAL_REPORT_NAME = "eval_report.json"
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -56,79 +58,76 @@ def _metric_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def model_card(
-    summary: dict[str, Any],
-    *,
-    base_model: str,
-    name: str,
-    eval_report: dict[str, Any] | None = None,
-    merged: bool = True,
-) -> str:
-    """README.md text: YAML metadata, then recipe, data, runtime and evaluation sections."""
-    recipe = summary.get("recipe") or {}
-    data = summary.get("data") or {}
-    effective = summary.get("effective") or {}
-    versions = summary.get("versions") or {}
-    use_lora = summary.get("adapter", recipe.get("use_lora", True))
-    lines = ["---"]
-    lines.append(f"base_model: {_yaml_scalar(base_model)}")
-    lines.append("library_name: transformers")
-    lines.append("pipeline_tag: image-text-to-text")
-    lines.append("tags:")
-    for tag in ["gemma4", "kinetics", "action-recognition", "video", "kprep"] + (
-        ["lora"] if use_lora else []
-    ):
-        lines.append(f"- {tag}")
+def _front_matter(
+    *, base_model: str, name: str, use_lora: bool, eval_report: dict[str, Any] | None
+) -> list[str]:
+    """The YAML metadata block (Hub model card fields, model-index with the eval metrics)."""
+    lines = ["---", f"base_model: {_yaml_scalar(base_model)}"]
+    lines += ["library_name: transformers", "pipeline_tag: image-text-to-text", "tags:"]
+    tags = ["gemma4", "kinetics", "action-recognition", "video", "kprep"]
+    lines += [f"- {tag}" for tag in tags + (["lora"] if use_lora else [])]
     if eval_report:
-        lines.append("model-index:")
-        lines.append(f"- name: {_yaml_scalar(name)}")
-        lines.append("  results:")
-        lines.append("  - task:")
-        lines.append("      type: video-classification")
-        lines.append("      name: Action recognition")
-        lines.append("    dataset:")
-        lines.append(
-            f"      name: {_yaml_scalar(Path(str(eval_report.get('data_path', 'held-out'))).name)}"
-        )
-        lines.append("      type: kinetics")
-        lines.append(f"      split: {_yaml_scalar(eval_report.get('split', 'validation'))}")
-        lines.append("    metrics:")
+        dataset = Path(str(eval_report.get("data_path", "held-out"))).name
+        lines += [
+            "model-index:",
+            f"- name: {_yaml_scalar(name)}",
+            "  results:",
+            "  - task:",
+            "      type: video-classification",
+            "      name: Action recognition",
+            "    dataset:",
+            f"      name: {_yaml_scalar(dataset)}",
+            "      type: kinetics",
+            f"      split: {_yaml_scalar(eval_report.get('split', 'validation'))}",
+            "    metrics:",
+        ]
         for row in _metric_rows(eval_report):
             lines.append("    - type: accuracy")
             lines.append(f"      name: {_yaml_scalar(row['name'])}")
             lines.append(f"      value: {round(float(row['value']), 4)}")
     lines.append("---")
-    lines.append("")
-    lines.append(f"# {name}")
-    lines.append("")
+    return lines
+
+
+def _intro(*, base_model: str, name: str, use_lora: bool, merged: bool) -> list[str]:
+    """Title, one paragraph on what the model is, and how to load it."""
     kind = "LoRA fine-tune" if use_lora else "full fine-tune of the text model"
-    lines.append(
-        f"A {kind} of [{base_model}]({base_model if '/' in base_model and not Path(base_model).exists() else ''}) "
+    link = base_model if "/" in base_model and not Path(base_model).exists() else ""
+    return [
+        f"# {name}",
+        "",
+        f"A {kind} of [{base_model}]({link}) "
         "that names the action in a short sequence of video frames, trained with "
         "[kprep](https://github.com/) on a Kinetics-format dataset."
-        + (" The adapter is merged into the weights." if merged and use_lora else "")
-    )
-    lines.append("")
-    lines.append("## Usage")
-    lines.append("")
-    lines.append("```python")
-    lines.append("from transformers import AutoProcessor, Gemma4ForConditionalGeneration")
-    lines.append("")
-    lines.append(f'model = Gemma4ForConditionalGeneration.from_pretrained("{name}")')
-    lines.append(f'processor = AutoProcessor.from_pretrained("{name}")')
-    lines.append("```")
-    lines.append("")
-    lines.append(
+        + (" The adapter is merged into the weights." if merged and use_lora else ""),
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoProcessor, Gemma4ForConditionalGeneration",
+        "",
+        f'model = Gemma4ForConditionalGeneration.from_pretrained("{name}")',
+        f'processor = AutoProcessor.from_pretrained("{name}")',
+        "```",
+        "",
         f"or from the command line: `kprep predict CLIP.mp4 --model-id {name} "
         "--label-map label_map.json` (the training dataset's label map, written by "
-        "`kprep build-manifest`)."
-    )
-    lines.append("")
-    lines.append("## Training recipe")
-    lines.append("")
-    lines.append("| setting | value |")
-    lines.append("|---|---|")
-    recipe_rows = [
+        "`kprep build-manifest`).",
+        "",
+    ]
+
+
+def _table(title: str, header: str, rows: list[tuple[str, Any]]) -> list[str]:
+    """A ``## title`` section with a two-column table of the rows whose value is set."""
+    lines = [f"## {title}", "", f"| {header} | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows if value is not None]
+    return lines + [""]
+
+
+def _recipe_rows(summary: dict[str, Any], use_lora: bool) -> list[tuple[str, Any]]:
+    recipe = summary.get("recipe") or {}
+    effective = summary.get("effective") or {}
+    return [
         ("method", "LoRA" if use_lora else "full fine-tuning (text model)"),
         (
             "LoRA r / alpha / dropout",
@@ -157,25 +156,25 @@ def model_card(
         ("DeepSpeed ZeRO stage", effective.get("deepspeed_zero_stage")),
         ("seed", recipe.get("seed")),
     ]
-    for key, value in recipe_rows:
-        if value is not None:
-            lines.append(f"| {key} | {value} |")
-    lines.append("")
-    lines.append("## Data")
-    lines.append("")
-    lines.append(
-        f"- training data: `{data.get('path')}` (split `{data.get('split')}`), {data.get('samples')} samples"
-    )
-    lines.append(f"- sha256 of the data: `{data.get('sha256')}`")
-    lines.append(
-        "- input: frames sampled at segment centres, in order, with the prompt of the manifest"
-    )
-    lines.append("")
-    lines.append("## Runtime")
-    lines.append("")
-    lines.append("| measure | value |")
-    lines.append("|---|---|")
-    runtime_rows = [
+
+
+def _data_section(summary: dict[str, Any]) -> list[str]:
+    data = summary.get("data") or {}
+    return [
+        "## Data",
+        "",
+        f"- training data: `{data.get('path')}` (split `{data.get('split')}`), "
+        f"{data.get('samples')} samples",
+        f"- sha256 of the data: `{data.get('sha256')}`",
+        "- input: frames sampled at segment centres, in order, with the prompt of the manifest",
+        "",
+    ]
+
+
+def _runtime_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    effective = summary.get("effective") or {}
+    versions = summary.get("versions") or {}
+    return [
         ("device", f"{effective.get('device')} x {effective.get('world_size')}"),
         ("optimizer steps", summary.get("global_step")),
         ("epochs", summary.get("epochs")),
@@ -185,27 +184,60 @@ def model_card(
         ("loss definition", summary.get("loss_definition")),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
     ]
-    for key, value in runtime_rows:
-        if value is not None:
-            lines.append(f"| {key} | {value} |")
+
+
+def _evaluation_section(eval_report: dict[str, Any] | None) -> list[str]:
+    lines = ["## Evaluation", ""]
+    if not eval_report:
+        return lines + [
+            "No evaluation report was given (`kprep merge --eval-report REPORT.json`).",
+            "",
+        ]
+    lines.append(
+        f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples, "
+        f"{eval_report.get('num_labels')} classes (chance top-1 {100 * eval_report.get('chance_top1', 0):.1f}%). "
+        "Generation: greedy answer mapped to a label by exact normalised match (unmatched answers "
+        "count as wrong). Ranking: likelihood of every class's answer. `reversed` / `shuffled` "
+        "rows re-run the same samples with the frames permuted: a model that reads frame order "
+        "drops there. See kprep's docs/evaluation.md."
+    )
+    return lines + ["", markdown_table(eval_report).rstrip("\n"), ""]
+
+
+def model_card(
+    summary: dict[str, Any],
+    *,
+    base_model: str,
+    name: str,
+    eval_report: dict[str, Any] | None = None,
+    merged: bool = True,
+) -> str:
+    """README.md text: YAML metadata, then recipe, data, runtime and evaluation sections."""
+    recipe = summary.get("recipe") or {}
+    use_lora = summary.get("adapter", recipe.get("use_lora", True))
+    lines = _front_matter(
+        base_model=base_model, name=name, use_lora=use_lora, eval_report=eval_report
+    )
     lines.append("")
-    lines.append("## Evaluation")
-    lines.append("")
-    if eval_report:
-        lines.append(
-            f"Held-out `{eval_report.get('data_path')}`: {eval_report.get('num_samples')} samples, "
-            f"{eval_report.get('num_labels')} classes (chance top-1 {100 * eval_report.get('chance_top1', 0):.1f}%). "
-            "Generation: greedy answer mapped to a label by exact normalised match (unmatched answers "
-            "count as wrong). Ranking: likelihood of every class's answer. `reversed` / `shuffled` "
-            "rows re-run the same samples with the frames permuted: a model that reads frame order "
-            "drops there. See kprep's docs/evaluation.md."
-        )
-        lines.append("")
-        lines.append(markdown_table(eval_report).rstrip("\n"))
-    else:
-        lines.append("No evaluation report was given (`kprep merge --eval-report REPORT.json`).")
-    lines.append("")
+    lines += _intro(base_model=base_model, name=name, use_lora=use_lora, merged=merged)
+    lines += _table("Training recipe", "setting", _recipe_rows(summary, use_lora))
+    lines += _data_section(summary)
+    lines += _table("Runtime", "measure", _runtime_rows(summary))
+    lines += _evaluation_section(eval_report)
     return "\n".join(lines)
+
+
+def read_eval_report(path: str | Path) -> dict[str, Any]:
+    """A `kprep eval --output` report, checked."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MergeError(
+            f"--eval-report {path} cannot be read ({exc}): pass kprep eval's --output JSON"
+        ) from None
+    if not isinstance(report, dict) or "runs" not in report:
+        raise MergeError(f"--eval-report {path} is not a kprep eval report (no 'runs')")
+    return report
 
 
 def merge(
@@ -216,51 +248,31 @@ def merge(
     eval_report: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write merged safetensors + processor + README.md into ``output``; returns it."""
-    import torch
-    from transformers import Gemma4ForConditionalGeneration
+    """Write merged safetensors + processor + README.md into ``output``; returns it.
 
-    from trainer.model import load_processor
+    The folder is built as a hidden sibling and renamed into place, so a
+    killed merge leaves the old ``output`` (or none), never half a model.
+    """
+    from trainer.loading import check_trained_folder, load_finetuned, training_summary
 
     adapter = Path(adapter)
     output = Path(output)
     if not adapter.is_dir():
-        raise EvalError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
+        raise MergeError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
     if output.exists() and any(output.iterdir()) and not overwrite:
-        raise EvalError(
+        raise MergeError(
             f"--output {output} exists and is not empty: pass --overwrite or a new folder"
         )
-    summary: dict[str, Any] = {}
-    if (adapter / SUMMARY_NAME).is_file():
-        summary = json.loads((adapter / SUMMARY_NAME).read_text(encoding="utf-8"))
+    lora = check_trained_folder(adapter)
+    summary = training_summary(adapter)
     base = model_id or summary.get("model_id")
-    lora = is_adapter_dir(adapter)
     if lora and not base:
-        raise EvalError(f"{adapter} has no {SUMMARY_NAME} naming the base model: pass --model-id")
-    report = None
-    if eval_report is not None:
-        try:
-            report = json.loads(Path(eval_report).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EvalError(
-                f"--eval-report {eval_report} cannot be read ({exc}): pass kprep eval's --output JSON"
-            ) from exc
-        if "runs" not in report:
-            raise EvalError(f"--eval-report {eval_report} is not a kprep eval report (no 'runs')")
-
-    if lora:
-        from peft import PeftModel
-
-        model = Gemma4ForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    elif (adapter / "config.json").is_file():
-        model = Gemma4ForConditionalGeneration.from_pretrained(str(adapter), dtype=torch.float32)
-        base = base or str(adapter)
-    else:
-        raise EvalError(f"--adapter {adapter} holds neither adapter_config.json nor config.json")
-    processor = load_processor(
-        str(adapter) if (adapter / "processor_config.json").is_file() else base
-    )
+        raise MergeError(
+            f"{adapter} has no {TRAINING_SUMMARY_NAME} naming the base model: pass --model-id"
+        )
+    base = str(base or adapter)
+    report = read_eval_report(eval_report) if eval_report is not None else None
+    model, processor = load_finetuned(base, adapter, merge=True)
 
     tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -268,18 +280,14 @@ def merge(
         model.save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
         if summary:
-            shutil.copy2(adapter / SUMMARY_NAME, tmp / SUMMARY_NAME)
+            shutil.copy2(adapter / TRAINING_SUMMARY_NAME, tmp / TRAINING_SUMMARY_NAME)
         if report is not None:
-            (tmp / "eval_report.json").write_text(
-                json.dumps(report, indent=2) + "\n", encoding="utf-8"
-            )
+            atomic_write_json(tmp / EVAL_REPORT_NAME, report)
         card = model_card(
-            summary, base_model=str(base), name=output.name, eval_report=report, merged=lora
+            summary, base_model=base, name=output.name, eval_report=report, merged=lora
         )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        atomic_write_text(tmp / "README.md", card)
+        replace_path(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

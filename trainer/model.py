@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer.errors import ModelLoadError, TrainError
+
 logger = logging.getLogger(__name__)
 
 VISION_PREFIXES = ("vision_tower",)
@@ -97,7 +99,7 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
                 config.model_id, dtype=dtype, attn_implementation=config.attn_implementation
             )
         except OSError as exc:
-            raise FileNotFoundError(
+            raise ModelLoadError(
                 f"--model-id {config.model_id!r} could not be loaded ({exc}); pass a local folder "
                 "or a Hub id you can reach"
             ) from exc
@@ -112,7 +114,7 @@ def load_model(config, *, device_dtype: str = "float32", model=None) -> tuple[An
         names = lora_target_names(model, config.lora_target_modules)
         bad = [n for n in names if part_of(n) != "text"]
         if not names or bad:
-            raise ValueError(
+            raise TrainError(
                 f"--lora-target-modules matched {len(names)} Linear layers"
                 + (f", {len(bad)} outside the text model (e.g. {bad[0]})" if bad else "")
                 + ": it must match language_model.layers.N.{self_attn,mlp}.* only"

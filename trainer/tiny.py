@@ -27,11 +27,12 @@ and a chat template in Gemma 4's format::
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from kinetics_prep.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +157,9 @@ def _corpus() -> list[str]:
     for name in ("kinetics400_labels.txt", "kinetics600_labels.txt", "kinetics700_labels.txt"):
         labels += [x.strip() for x in (data / name).read_text(encoding="utf-8").splitlines()]
     labels = sorted({x for x in labels if x})
-    prompt = (
-        "Please analyze the sequence of frames from this video. "
-        "What specific action or event is happening?"
-    )
-    lines = [prompt, "What is happening in this video?", "Answer with the action."]
+    from kinetics_prep.schema import DEFAULT_PROMPT
+
+    lines = [DEFAULT_PROMPT, "What is happening in this video?", "Answer with the action."]
     for direction in ("left", "right", "up", "down"):
         lines.append(f"The video shows moving {direction}.")
         lines.append(f"The video shows a shape moving {direction}.")
@@ -302,30 +301,20 @@ def build_tiny_gemma4(
         image_seq_length=max_soft_tokens,
     )
     processor.save_pretrained(output_dir)
-    (output_dir / "tiny_build.json").write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "text_config": text,
-                "vision_config": vision,
-                "max_soft_tokens": max_soft_tokens,
-                "position_table_std": position_table_std,
-                "embed_std": embed_std,
-                "built_by": "trainer.tiny.build_tiny_gemma4",
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
+    atomic_write_json(
+        output_dir / "tiny_build.json",
+        {
+            "seed": seed,
+            "text_config": text,
+            "vision_config": vision,
+            "max_soft_tokens": max_soft_tokens,
+            "position_table_std": position_table_std,
+            "embed_std": embed_std,
+            "built_by": "trainer.tiny.build_tiny_gemma4",
+        },
     )
     logger.info("built tiny Gemma 4 in %s", output_dir)
     return output_dir
-
-
-TINY_PROMPT = (
-    "Please analyze the sequence of frames from this video. "
-    "What specific action or event is happening?"
-)
 
 
 def write_synthetic_manifest(
@@ -342,48 +331,50 @@ def write_synthetic_manifest(
     left or right) with its JPEG frames under ``folder``; return the JSON path.
 
     For tests and benchmarks of the training path without kinetics_prep's
-    extraction (the real pipeline writes the same format).
+    extraction; the entries are written by the contract's own writer
+    (``kinetics_prep.schema.write_manifest``), as the real pipeline's are.
     """
     import random
 
     from PIL import Image, ImageDraw
 
+    from kinetics_prep.schema import (
+        DEFAULT_ANSWER_TEMPLATE,
+        DEFAULT_PROMPT,
+        FRAMES_DIR,
+        Sample,
+        write_manifest,
+    )
+
     folder = Path(folder)
     rng = random.Random(seed)
-    entries = []
+    samples = []
     for i in range(num_samples):
         label = labels[i % len(labels)]
         clip = f"clip{i:04d}"
-        (folder / "frames" / clip).mkdir(parents=True, exist_ok=True)
+        (folder / FRAMES_DIR / clip).mkdir(parents=True, exist_ok=True)
         side = max(4, size // 6)
         y = rng.randrange(0, size - side)
         step = (size - side) // max(1, num_frames - 1)
-        content: list[dict[str, Any]] = []
+        frames = []
         for f in range(num_frames):
             x = f * step if label.endswith("right") else (num_frames - 1 - f) * step
             img = Image.new("RGB", (size, size), (20, 20, 20))
             ImageDraw.Draw(img).rectangle([x, y, x + side, y + side], fill=(240, 200, 40))
-            rel = f"frames/{clip}/frame_{f + 1}.jpg"
+            rel = f"{FRAMES_DIR}/{clip}/frame_{f + 1}.jpg"
             img.save(folder / rel, quality=90)
-            content.append({"type": "image", "image": rel})
-        content.append({"type": "text", "text": TINY_PROMPT})
-        entries.append(
-            {
-                "id": clip,
-                "messages": [
-                    {"role": "user", "content": content},
-                    {
-                        "role": "assistant",
-                        "content": [{"type": "text", "text": f"The video shows {label}."}],
-                    },
-                ],
-                "label": label,
-                "split": "train",
-            }
+            frames.append(rel)
+        samples.append(
+            Sample(
+                id=clip,
+                prompt=DEFAULT_PROMPT,
+                answer=DEFAULT_ANSWER_TEMPLATE.format(label=label),
+                images=frames,
+                label=label,
+                split="train",
+            )
         )
-    path = folder / name
-    path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
-    return path
+    return write_manifest(folder / name, samples)
 
 
 # Gemma 4 E4B's shapes (google/gemma-4-e4b-it), for random same-shaped models in

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kinetics_prep.fileio import atomic_write_text
+from kinetics_prep.schema import TRAIN_CONFIG_NAME, TRAINING_SUMMARY_NAME
 from trainer.config import ConfigError, TrainConfig, packaged_config
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_NAME = "training_summary.json"
-RESOLVED_CONFIG_NAME = "train_config.json"
 LOSS_DEFINITION = (
     "mean next-token cross-entropy per trained token over each optimizer step's "
     "accumulated batch (all micro-batches, all processes)"
@@ -82,7 +82,7 @@ def launcher_command(
     ['deepspeed', '--num_gpus', '2']
     """
     if num_gpus is None and hostfile is None:
-        raise ValueError("launcher_command needs num_gpus or hostfile")
+        raise ConfigError("launcher_command needs --num-gpus or --hostfile")
     cmd = ["deepspeed"]
     if hostfile is not None:
         cmd += ["--hostfile", str(hostfile)]
@@ -104,15 +104,9 @@ def write_resolved_config(config: TrainConfig) -> Path:
     data.update(num_gpus=None, hostfile=None, local_rank=-1)
     if data.get("deepspeed") is None:
         data["deepspeed"] = "zero2"  # multi-GPU always goes through DeepSpeed
-    path = out / RESOLVED_CONFIG_NAME
-    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    path = out / TRAIN_CONFIG_NAME
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _versions() -> dict[str, str]:
@@ -211,13 +205,9 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
             _end_single_process_dist(added_env)
 
 
-def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool, started: float):
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from trainer.collator import VisionChatCollator, logits_to_keep_for, mean_token_loss
-    from trainer.data import ConversationDataset, data_fingerprint, load_samples
-    from trainer.model import load_model, load_processor, parameter_groups
+def _dataset(config: TrainConfig):
+    """(samples, lazily loading dataset) of the training data."""
+    from trainer.data import ConversationDataset, load_samples
 
     samples = load_samples(
         config.data_path,
@@ -231,26 +221,29 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         sampling=config.frame_sampling,
         decoder=config.decoder,
     )
-    processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
-    collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
-    # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
-    # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
-    weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
-    model, info = load_model(config, device_dtype=weights, model=model)
-    group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
-    logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
+    return samples, dataset
 
+
+def _resume_checkpoint(config: TrainConfig) -> str | None:
+    """The newest ``checkpoint-N`` in the output folder with ``--resume``, else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not config.resume:
+        return None
     output_dir = Path(config.output_dir)
-    resume_from = None
-    if config.resume:
-        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if resume_from is None:
-            logger.warning("--resume: no checkpoint-* in %s, starting from step 0", output_dir)
-        else:
-            logger.info("resuming from %s", resume_from)
+    resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume_from is None:
+        logger.warning("--resume: no checkpoint-* in %s, starting from step 0", output_dir)
+    else:
+        logger.info("resuming from %s", resume_from)
+    return resume_from
 
-    args = TrainingArguments(
-        output_dir=str(output_dir),
+
+def _training_arguments(config: TrainConfig, *, deepspeed, bf16: bool, cuda: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(config.output_dir),
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,
@@ -278,36 +271,24 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         disable_tqdm=True,
     )
 
-    class KprepTrainer(Trainer):
-        """Own parameter groups for the vision tower / projector learning rates, and
-        logits only where the loss needs them (``logits_to_keep_for``)."""
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if "labels" in inputs:
-                inputs = {**inputs, "logits_to_keep": logits_to_keep_for(inputs["labels"])}
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
+def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool, started: float):
+    from trainer.collator import VisionChatCollator, mean_token_loss
+    from trainer.hf_trainer import KprepTrainer, LogLastStep
+    from trainer.model import load_model, load_processor, parameter_groups
 
-        def create_optimizer(self, model=None):
-            if self.optimizer is None:
-                opt_model = self.model if model is None else model
-                groups = parameter_groups(opt_model, config)
-                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
-                    self.args, opt_model
-                )
-                optimizer_kwargs.pop("lr", None)
-                self.optimizer = optimizer_cls(groups, lr=config.learning_rate, **optimizer_kwargs)
-            return self.optimizer
+    samples, dataset = _dataset(config)
+    processor = load_processor(config.model_id, max_soft_tokens=config.max_soft_tokens)
+    collator = VisionChatCollator(processor, max_soft_tokens=config.max_soft_tokens)
+    # LoRA: the frozen base is stored in bf16 (PEFT keeps the adapters in fp32).
+    # Full fine-tuning keeps fp32 master weights; autocast computes in bf16.
+    weights = "bfloat16" if (bf16 and config.use_lora) else "float32"
+    model, info = load_model(config, device_dtype=weights, model=model)
+    group_lrs = {g["name"]: g["lr"] for g in parameter_groups(model, config)}
+    logger.info("optimizer parameter groups (learning rates): %s", group_lrs)
 
-    class LogLastStep(TrainerCallback):
-        """Log the loss at the final step too, so the summary's final_loss is always set."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                control.should_log = True
-            return control
-
+    resume_from = _resume_checkpoint(config)
+    args = _training_arguments(config, deepspeed=deepspeed, bf16=bf16, cuda=cuda)
     trainer = KprepTrainer(
         model=model,
         args=args,
@@ -315,62 +296,44 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         data_collator=collator,
         compute_loss_func=mean_token_loss,
         callbacks=[LogLastStep()],
+        kprep_config=config,
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
 
+    output_dir = Path(config.output_dir)
     trainer.save_model(str(output_dir))
-    summary: dict[str, Any] = {}
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir))
-        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        metrics = dict(result.metrics)
-        summary = {
-            "kprep_summary_version": 1,
-            "model_id": config.model_id,
-            "output_dir": str(output_dir),
-            "adapter": config.use_lora,
-            "versions": _versions(),
-            "recipe": config.to_dict(),
-            "effective": {
-                "bf16": bf16,
-                "device": "cuda" if cuda else "cpu",
-                "world_size": int(args.world_size),
-                "deepspeed_zero_stage": (deepspeed or {}).get("zero_optimization", {}).get("stage"),
-                "optimizer": type(trainer.optimizer).__name__,
-                "optimizer_class": _innermost_optimizer(trainer.optimizer),
-                "param_groups": group_lrs,
-            },
-            "data": {
-                "path": str(config.data_path),
-                "sha256": data_fingerprint(config.data_path),
-                "samples": len(samples),
-                "split": config.split,
-            },
-            "lora_modules": info.lora_modules,
-            "trainable_params": info.trainable_params,
-            "trainable_by_part": info.trainable_by_part,
-            "total_params": info.total_params,
-            "global_step": int(trainer.state.global_step),
-            "epochs": float(trainer.state.epoch or 0.0),
-            "resumed_from": resume_from,
-            "final_loss": losses[-1] if losses else None,
-            "train_loss": metrics.get("train_loss"),
-            "loss_definition": LOSS_DEFINITION,
-            "log_history": trainer.state.log_history,
-            "train_runtime_s": metrics.get("train_runtime"),
-            "train_samples_per_second": metrics.get("train_samples_per_second"),
-            "train_steps_per_second": metrics.get("train_steps_per_second"),
-            "wall_seconds": round(time.time() - started, 3),
-        }
-        summary["loss_curve"] = _loss_curve(trainer.state.log_history, output_dir)
-        _atomic_write(output_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
-        logger.info(
-            "done: %d steps, final loss %s, %.3f samples/s -> %s",
-            summary["global_step"],
-            summary["final_loss"],
-            summary["train_samples_per_second"] or 0.0,
-            output_dir,
-        )
+    if not trainer.is_world_process_zero():
+        return {}
+    processor.save_pretrained(str(output_dir))
+    summary = _summary(
+        config,
+        trainer,
+        dict(result.metrics),
+        info=info,
+        effective={
+            "bf16": bf16,
+            "device": "cuda" if cuda else "cpu",
+            "world_size": int(args.world_size),
+            "deepspeed_zero_stage": (deepspeed or {}).get("zero_optimization", {}).get("stage"),
+            "optimizer": type(trainer.optimizer).__name__,
+            "optimizer_class": _innermost_optimizer(trainer.optimizer),
+            "param_groups": group_lrs,
+        },
+        num_samples=len(samples),
+        resumed_from=resume_from,
+        started=started,
+    )
+    summary["loss_curve"] = _loss_curve(trainer.state.log_history, output_dir)
+    atomic_write_text(
+        output_dir / TRAINING_SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n"
+    )
+    logger.info(
+        "done: %d steps, final loss %s, %.3f samples/s -> %s",
+        summary["global_step"],
+        summary["final_loss"],
+        summary["train_samples_per_second"] or 0.0,
+        output_dir,
+    )
     return summary
 
 
@@ -383,6 +346,53 @@ def _loss_curve(log_history, output_dir: Path) -> str | None:
         return None
     loss_curve(log_history, output_dir / LOSS_CURVE_NAME, title=f"kprep train: {output_dir.name}")
     return LOSS_CURVE_NAME
+
+
+def _summary(
+    config: TrainConfig,
+    trainer,
+    metrics: dict[str, Any],
+    *,
+    info,
+    effective: dict[str, Any],
+    num_samples: int,
+    resumed_from: str | None,
+    started: float,
+) -> dict[str, Any]:
+    """training_summary.json: versions, recipe, what ran, data hash, runtime and losses."""
+    from trainer.data import data_fingerprint
+
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {
+        "kprep_summary_version": 1,
+        "model_id": config.model_id,
+        "output_dir": str(config.output_dir),
+        "adapter": config.use_lora,
+        "versions": _versions(),
+        "recipe": config.to_dict(),
+        "effective": effective,
+        "data": {
+            "path": str(config.data_path),
+            "sha256": data_fingerprint(config.data_path),
+            "samples": num_samples,
+            "split": config.split,
+        },
+        "lora_modules": info.lora_modules,
+        "trainable_params": info.trainable_params,
+        "trainable_by_part": info.trainable_by_part,
+        "total_params": info.total_params,
+        "global_step": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "resumed_from": resumed_from,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": metrics.get("train_loss"),
+        "loss_definition": LOSS_DEFINITION,
+        "log_history": trainer.state.log_history,
+        "train_runtime_s": metrics.get("train_runtime"),
+        "train_samples_per_second": metrics.get("train_samples_per_second"),
+        "train_steps_per_second": metrics.get("train_steps_per_second"),
+        "wall_seconds": round(time.time() - started, 3),
+    }
 
 
 def _innermost_optimizer(optimizer) -> str:

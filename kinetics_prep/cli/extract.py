@@ -1,21 +1,23 @@
 """`kprep extract`: clips -> frames/<clip_id>/frame_<i>.jpg + extract_results.jsonl.
 
-Parses flags into an ExtractConfig, calls kinetics_prep.extract.extract_clips,
-shows a progress bar while it runs and a summary table at the end. Exit code 0
-when the run completed, even with per-clip failures (they are in the table and
-the records); 2 for unusable arguments.
+Flags come from ExtractConfig's fields. The command calls
+kinetics_prep.extract.extract_clips, shows a progress bar while it runs and a
+summary table at the end. Exit code 0 when the run completed, even with
+per-clip failures (they are in the table and the records); 2 for unusable
+arguments.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
+from kinetics_prep.cli.common import console, fail
+from kinetics_prep.cli.flags import command_from_config
+from kinetics_prep.extract import ExtractConfig
 
 
 class _RateColumn(ProgressColumn):
@@ -26,35 +28,7 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:.1f} clips/s" if speed else "- clips/s", style="progress.data.speed")
 
 
-@app.command()
-def extract(
-    clips: Path = typer.Option(..., "--clips", help="Folder of videos, searched recursively."),
-    output_dir: Path = typer.Option(..., "--output-dir", help="Gets frames/ and the records."),
-    num_frames: int = typer.Option(4, "--num-frames", help="Frames per clip."),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Decoding processes [default: CPUs]."
-    ),
-    sampling: str = typer.Option("center", "--sampling", help="center | linspace | random."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --sampling random (per clip: seed+id)."),
-    short_side: int | None = typer.Option(
-        None, "--short-side", help="Shrink frames to this short side (px)."
-    ),
-    jpeg_quality: int = typer.Option(95, "--jpeg-quality", help="JPEG quality 1-100."),
-    decoder: str = typer.Option(
-        "auto", "--decoder", help="auto (pyav, then decord, then opencv) | pyav | decord | opencv."
-    ),
-    shard_index: int = typer.Option(0, "--shard-index", help="This machine's share (0-based)."),
-    num_shards: int = typer.Option(1, "--num-shards", help="How many machines share the clips."),
-    retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Redo clips that failed before."
-    ),
-    timeout: float = typer.Option(
-        120.0, "--timeout", help="Seconds per clip before its worker is killed."
-    ),
-    annotations: Path | None = typer.Option(
-        None, "--annotations", help="Kinetics CSV/JSON: labels, times, split."
-    ),
-) -> None:
+def extract(values: dict[str, Any]) -> None:
     """Sample N frames from every clip: crash-proof, resumable, shardable."""
     from rich.progress import (
         BarColumn,
@@ -63,30 +37,10 @@ def extract(
         TextColumn,
         TimeRemainingColumn,
     )
-    from rich.table import Table
 
-    from kinetics_prep.extract import ExtractConfig, ExtractConfigError, extract_clips
+    from kinetics_prep.extract import extract_clips
 
-    try:
-        config = ExtractConfig(
-            clips=clips,
-            output_dir=output_dir,
-            num_frames=num_frames,
-            sampling=sampling,
-            seed=seed,
-            short_side=short_side,
-            jpeg_quality=jpeg_quality,
-            decoder=decoder,
-            shard_index=shard_index,
-            num_shards=num_shards,
-            retry_failed=retry_failed,
-            timeout=timeout,
-            annotations=annotations,
-            **({"workers": workers} if workers is not None else {}),
-        )
-    except ExtractConfigError as error:
-        fail(str(error))
-
+    config = ExtractConfig(**values)
     progress = Progress(
         TextColumn("extract"),
         BarColumn(),
@@ -105,14 +59,13 @@ def extract(
                 on_start=lambda total: progress.update(task, total=total),
                 on_record=lambda record: progress.advance(task),
             )
-    except ExtractConfigError as error:
-        fail(str(error))
-    except Exception as error:  # annotation file problems and the like: one line, exit 2
-        from kinetics_prep.annotations import AnnotationError
+    except OSError as error:  # an unreadable input file: one line, exit 2
+        fail(f"{error}")
+    _print_summary(summary, config)
 
-        if isinstance(error, AnnotationError | OSError):
-            fail(f"{error}")
-        raise
+
+def _print_summary(summary: Any, config: ExtractConfig) -> None:
+    from rich.table import Table
 
     table = Table(title="kprep extract", show_lines=False)
     table.add_column("clips")
@@ -130,3 +83,8 @@ def extract(
     table.caption = f"{summary.processed} clips in {summary.seconds:.1f} s ({rate:.1f} clips/s)"
     console.print(table)
     console.print(f"records: {summary.records_path}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `extract` to ``app``."""
+    app.command("extract")(command_from_config(ExtractConfig, extract))

@@ -1,92 +1,64 @@
 """`kprep build-manifest`, `kprep validate`, `kprep push`: thin commands over the library.
 
-Exit codes: 0 done; 1 `validate` found problems; 2 unusable arguments or
-inputs (one line saying what and what to do).
+build-manifest's flags come from ManifestConfig's fields (plus --prompt and
+--prompt-file, which make its ``prompts``). Exit codes: 0 done; 1 `validate`
+found problems; 2 unusable arguments or inputs (one line saying what and what
+to do).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
+from kinetics_prep.cli.common import console, fail
+from kinetics_prep.cli.flags import command_from_config
+from kinetics_prep.manifest import ManifestConfig
+
+_PROMPT_FLAGS = [
+    inspect.Parameter(
+        "prompt",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            None,
+            "--prompt",
+            help="User prompt; repeat for several (one chosen per sample by seed).",
+            show_default="the default prompt of docs/schema.md",
+        ),
+        annotation=list[str] | None,
+    ),
+    inspect.Parameter(
+        "prompt_file",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, "--prompt-file", help="Prompts, one per line (or a JSON list)."),
+        annotation=Path | None,
+    ),
+]
 
 
-@app.command("build-manifest")
 def build_manifest(
-    frames_dir: Path = typer.Option(
-        ..., "--frames-dir", help="The --output-dir of `kprep extract` (records + frames/)."
-    ),
-    output: Path = typer.Option(
-        Path("dataset/kinetics_3k/kinetic_3K.json"),
-        "--output",
-        help="Manifest JSON; its folder is the image root all paths are relative to.",
-    ),
-    annotations: Path | None = typer.Option(
-        None, "--annotations", help="Kinetics CSV/JSON joined on clip_id (labels, times, split)."
-    ),
-    prompt: list[str] | None = typer.Option(
-        None, "--prompt", help="User prompt; repeat for several (one chosen per sample by seed)."
-    ),
-    prompt_file: Path | None = typer.Option(
-        None, "--prompt-file", help="Prompts, one per line (or a JSON list)."
-    ),
-    answer_template: str = typer.Option(
-        "The video shows {label}.",
-        "--answer-template",
-        help="Answer text; {label} is the class name ('{label}' for the bare label).",
-    ),
-    media: str = typer.Option("images", "--media", help="images (the frames) | video (the clip)."),
-    val_fraction: float = typer.Option(
-        0.0, "--val-fraction", help="Share held out as validation, grouped by YouTube video."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed for prompt choice and the split."),
-    fmt: str = typer.Option("seed", "--format", help="seed (the recipe's messages) | llava."),
-    arrow: bool = typer.Option(True, "--arrow/--no-arrow", help="Also write <stem>_arrow/."),
-    images: str = typer.Option(
-        "embed", "--images", help="Arrow images: embed (JPEG bytes) | paths (absolute paths)."
-    ),
+    values: dict[str, Any], prompt: list[str] | None, prompt_file: Path | None
 ) -> None:
     """Frames + labels -> the conversation manifest, label map and Arrow dataset."""
     from rich.table import Table
 
-    from kinetics_prep.conversation import DEFAULT_PROMPT, ConversationError, parse_prompts
-    from kinetics_prep.manifest import ManifestConfig, ManifestError
+    from kinetics_prep.conversation import parse_prompts
     from kinetics_prep.manifest import build_manifest as build
+    from kinetics_prep.schema import DEFAULT_PROMPT
 
     prompts = list(prompt or [])
-    try:
-        if prompt_file is not None:
-            try:
-                text = prompt_file.read_text(encoding="utf-8")
-            except OSError as error:
-                fail(f"--prompt-file {str(prompt_file)!r} cannot be read ({error.strerror})")
-            prompts += parse_prompts(text, source=f"--prompt-file {prompt_file}")
-        config = ManifestConfig(
-            frames_dir=frames_dir,
-            output=output,
-            annotations=annotations,
-            prompts=prompts or [DEFAULT_PROMPT],
-            answer_template=answer_template,
-            media=media,
-            val_fraction=val_fraction,
-            seed=seed,
-            format=fmt,
-            arrow=arrow,
-            images=images,
-        )
-        summary = build(config)
-    except (ManifestError, ConversationError) as error:
-        fail(str(error))
-    except Exception as error:
-        from kinetics_prep.annotations import AnnotationError
-
-        if isinstance(error, AnnotationError):
-            fail(str(error))
-        raise
+    if prompt_file is not None:
+        try:
+            text = prompt_file.read_text(encoding="utf-8")
+        except OSError as error:
+            fail(f"--prompt-file {str(prompt_file)!r} cannot be read ({error.strerror})")
+        prompts += parse_prompts(text, source=f"--prompt-file {prompt_file}")
+    config = ManifestConfig(**values, prompts=prompts or [DEFAULT_PROMPT])
+    summary = build(config)
 
     table = Table(title=f"kprep build-manifest: {config.output}")
     table.add_column("clips")
@@ -102,39 +74,50 @@ def build_manifest(
         console.print(f"wrote {path}", highlight=False)
 
 
-@app.command()
-def validate(
-    dataset: Path = typer.Argument(..., help="Manifest JSON or *_arrow folder."),
-    image_root: Path | None = typer.Option(
-        None, "--image-root", help="Folder paths are relative to [default: the dataset's folder]."
+_DATASET = inspect.Parameter(
+    "dataset",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Argument(..., help="Manifest JSON or *_arrow folder."),
+    annotation=Path,
+)
+_VALIDATE_FLAGS = [
+    _DATASET,
+    inspect.Parameter(
+        "as_json",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(False, "--json", help="Print the report as JSON.", show_default="off"),
+        annotation=bool,
     ),
-    num_frames: int | None = typer.Option(
-        None, "--num-frames", help="Frames each sample must have [default: the common count]."
+    inspect.Parameter(
+        "show",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(20, "--show", help="Problems listed (all are counted)."),
+        annotation=int,
     ),
-    label_map: Path | None = typer.Option(
-        None, "--label-map", help="label_map.json [default: next to the dataset]."
+]
+_PUSH_ARGS = [
+    _DATASET.replace(
+        default=typer.Argument(..., help="The *_arrow folder written by build-manifest.")
     ),
-    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    show: int = typer.Option(20, "--show", help="Problems listed (all are counted)."),
-) -> None:
+    inspect.Parameter(
+        "repo_id",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
+        annotation=str,
+    ),
+]
+
+
+def validate(values: dict[str, Any], dataset: Path, as_json: bool, show: int) -> None:
     """Check a manifest against its image root; exit 1 when anything is wrong."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
     from rich.table import Table
 
-    from kinetics_prep.validate import ValidationError, report_json, validate_dataset
+    from kinetics_prep.validate import ValidateOptions, report_json, validate_dataset
 
-    if num_frames is not None and num_frames < 1:
-        fail(f"--num-frames ({num_frames}) must be >= 1")
-    try:
-        report = validate_dataset(
-            dataset,
-            image_root=image_root,
-            num_frames=num_frames,
-            label_map=label_map,
-            decode=decode,
-        )
-    except ValidationError as error:
-        fail(str(error))
+    report = validate_dataset(dataset, **asdict(ValidateOptions(**values)))
     if as_json:
         typer.echo(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
@@ -151,7 +134,8 @@ def validate(
             table.add_row(f"[red]{kind}[/]", str(count))
         console.print(table)
         for problem in report.problems[:show]:
-            console.print(f"  {problem.sample}: {problem.kind}: {problem.message}", highlight=False)
+            line = f"  {problem.sample}: {problem.kind}: {problem.message}"
+            console.print(escape(line), highlight=False)
         if len(report.problems) > show:
             console.print(f"  ... {len(report.problems) - show} more (--show N or --json)")
         console.print("[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problems[/]")
@@ -159,33 +143,17 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
-def push(
-    dataset: Path = typer.Argument(..., help="The *_arrow folder written by build-manifest."),
-    repo_id: str = typer.Argument(..., help="Hub dataset repo, e.g. me/kinetics-3k."),
-    private: bool = typer.Option(False, "--private", help="Create the repo private."),
-    token: str | None = typer.Option(
-        None,
-        "--token",
-        envvar="HF_TOKEN",
-        show_default=False,
-        help="Hub token [default: HF_TOKEN or the saved login]. Never printed.",
-    ),
-    dry_run: Path | None = typer.Option(
-        None, "--dry-run", help="Write the parquet shards + README.md here instead of uploading."
-    ),
-) -> None:
+def push(values: dict[str, Any], dataset: Path, repo_id: str) -> None:
     """Upload the Arrow dataset (images embedded) with a generated dataset card."""
-    from kinetics_prep.hub import HubError, push_dataset, stage_upload
+    from kinetics_prep.hub import PushOptions, push_dataset, stage_upload
 
-    try:
-        if dry_run is not None:
-            staged = stage_upload(dataset, dry_run, repo_id=repo_id)
-        else:
-            result = push_dataset(dataset, repo_id, private=private, token=token)
-            staged = result.staged
-    except HubError as error:
-        fail(str(error))
+    options = PushOptions(**values)
+    dry_run = options.dry_run
+    if dry_run is not None:
+        staged = stage_upload(dataset, dry_run, repo_id=repo_id)
+    else:
+        result = push_dataset(dataset, repo_id, private=options.private, token=options.token)
+        staged = result.staged
     splits = ", ".join(f"{name} {count}" for name, count in staged.splits.items())
     size = f"{staged.bytes / 1e6:.1f} MB"
     if dry_run is not None:
@@ -194,3 +162,15 @@ def push(
             console.print(f"  {path}", highlight=False)
     else:
         console.print(f"pushed {splits} ({size}) to {result.url}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `build-manifest`, `validate` and `push` to ``app``."""
+    app.command("build-manifest")(
+        command_from_config(ManifestConfig, build_manifest, extra=_PROMPT_FLAGS)
+    )
+    from kinetics_prep.hub import PushOptions
+    from kinetics_prep.validate import ValidateOptions
+
+    app.command("validate")(command_from_config(ValidateOptions, validate, extra=_VALIDATE_FLAGS))
+    app.command("push")(command_from_config(PushOptions, push, extra=_PUSH_ARGS))

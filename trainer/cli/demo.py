@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
+from kinetics_prep.cli.common import console, fail, run_command
 
 
-@app.command()
 def demo(
     output_dir: Path = typer.Option(
         Path("dataset/demo"),
@@ -50,15 +48,15 @@ def demo(
     try:
         import transformers
 
-        from trainer.demo import TARGETS, DemoConfig, DemoError, run_demo
-        from trainer.evaluate import EvalError, markdown_table
+        from trainer.demo import TARGETS, DemoConfig, run_demo
+        from trainer.report import markdown_table
     except ImportError as exc:
         fail(f"the demo needs the training stack ({exc.name} missing): pip install -e '.[train]'")
     if not verbose:
         transformers.logging.set_verbosity_error()
     from trainer.cli.evaluate import _progress, _progress_callback
 
-    try:
+    with run_command():
         config = DemoConfig(
             output_dir=str(output_dir),
             clips_per_class=clips_per_class,
@@ -78,8 +76,6 @@ def demo(
         console.print(f"kprep demo -> {output_dir} (training takes a few minutes on a CPU)")
         with _progress() as bar:
             result = run_demo(config, on_stage=on_stage, progress=_progress_callback(bar))
-    except (DemoError, EvalError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
     console.print(markdown_table(result["eval"]), highlight=False, soft_wrap=True)
     control_top1 = result["order_blind_control_top1"]
     control_text = "not run" if control_top1 is None else f"{control_top1:.3f}"
@@ -96,3 +92,8 @@ def demo(
     console.print(f"report -> {output_dir / 'demo_report.json'}", highlight=False)
     if not result["targets_met"]:
         console.print("[yellow]targets not met[/] (see the report)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `kprep demo` to ``app``."""
+    app.command("demo")(demo)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
+from kinetics_prep.cli.common import console, fail, run_command
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -58,7 +57,6 @@ def _progress_callback(bar):
     return update
 
 
-@app.command("eval")
 def eval_command(
     data_path: Path = typer.Option(
         ...,
@@ -104,6 +102,22 @@ def eval_command(
     max_soft_tokens: int | None = typer.Option(
         None, "--max-soft-tokens", help="Vision tokens per frame (as in training)."
     ),
+    num_frames: int | None = typer.Option(
+        None,
+        "--num-frames",
+        help="Frames decoded from each raw-video sample (default: the training recipe's, else 4).",
+    ),
+    sampling: str | None = typer.Option(
+        None,
+        "--sampling",
+        help="Frame sampling of raw-video samples: center | linspace | random "
+        "(default: the training recipe's, else center).",
+    ),
+    decoder: str = typer.Option(
+        "auto",
+        "--decoder",
+        help="Video decoder for raw-video samples (auto, decord, pyav, opencv).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffled frame order."),
     torch_threads: int | None = typer.Option(
         None, "--torch-threads", help="CPU threads for torch."
@@ -116,10 +130,11 @@ def eval_command(
     """Held-out top-1 (generation) and top-1/top-5 (likelihood ranking) accuracy."""
     _setup_logging(verbose)
     try:
-        from trainer.evaluate import EvalConfig, EvalError, evaluate, markdown_table
+        from trainer.evaluate import EvalConfig, evaluate
+        from trainer.report import markdown_table
     except ImportError as exc:
         fail(f"evaluation needs the training stack ({exc.name} missing): pip install -e '.[train]'")
-    try:
+    with run_command():
         cfg = EvalConfig(
             model_id=model_id,
             data_path=str(data_path),
@@ -135,20 +150,20 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             top_k=top_k,
             max_soft_tokens=max_soft_tokens,
+            num_frames=num_frames,
+            sampling=sampling,
+            decoder=decoder,
             seed=seed,
             torch_threads=torch_threads,
             output=str(output) if output else None,
         )
         with _progress() as bar:
             report = evaluate(cfg, progress=_progress_callback(bar))
-    except (EvalError, FileNotFoundError) as exc:
-        fail(str(exc))
     console.print(markdown_table(report), highlight=False, soft_wrap=True)
     if output:
         console.print(f"report -> {output} (+ {output.with_suffix('.md').name})", highlight=False)
 
 
-@app.command()
 def predict(
     source: Path = typer.Argument(..., help="A clip file or an extracted frames/<clip_id> folder."),
     adapter: Path | None = typer.Option(
@@ -180,12 +195,11 @@ def predict(
     """Name the action in one clip, with the sampling and prompt used in training."""
     _setup_logging(verbose)
     try:
-        from trainer.evaluate import EvalError
         from trainer.predict import PredictConfig
         from trainer.predict import predict as run_predict
     except ImportError as exc:
         fail(f"predict needs the training stack ({exc.name} missing): pip install -e '.[train]'")
-    try:
+    with run_command():
         cfg = PredictConfig(
             source=str(source),
             adapter=str(adapter) if adapter else None,
@@ -199,8 +213,6 @@ def predict(
             prompt=prompt,
         )
         result = run_predict(cfg)
-    except (EvalError, FileNotFoundError) as exc:
-        fail(str(exc))
     if as_json:
         import json
 
@@ -213,7 +225,6 @@ def predict(
         console.print(f"  {i}. {row['label']}  (log-likelihood {row['log_likelihood']:.3f})")
 
 
-@app.command()
 def merge(
     adapter: Path = typer.Option(..., "--adapter", help="kprep train's --output-dir."),
     output: Path = typer.Option(..., "--output", help="Folder for the merged model + README.md."),
@@ -229,11 +240,10 @@ def merge(
     """Merge a LoRA adapter into its base (safetensors) and write a model card."""
     _setup_logging(verbose)
     try:
-        from trainer.evaluate import EvalError
         from trainer.merge import merge as run_merge
     except ImportError as exc:
         fail(f"merge needs the training stack ({exc.name} missing): pip install -e '.[train]'")
-    try:
+    with run_command():
         out = run_merge(
             adapter,
             output,
@@ -241,6 +251,11 @@ def merge(
             eval_report=eval_report,
             overwrite=overwrite,
         )
-    except (EvalError, FileNotFoundError) as exc:
-        fail(str(exc))
     console.print(f"merged model + README.md -> {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `kprep eval`, `kprep predict` and `kprep merge` to ``app``."""
+    app.command("eval")(eval_command)
+    app.command("predict")(predict)
+    app.command("merge")(merge)

@@ -1,6 +1,7 @@
 """`kprep train`: flags built from TrainConfig's fields, then one call to trainer.train.train.
 
-Every field is a flag in kebab-case (``--model-id``) and in the published
+The flags come from the same generator as the data commands'
+(``kinetics_prep.cli.flags.config_parameters``). Every field is a flag in kebab-case (``--model-id``) and in the published
 launcher's snake_case (``--model_id``); booleans are ``--bf16/--no-bf16``
 (and ``--use_lora/--no_use_lora``). Defaults < ``--config FILE`` < flags.
 """
@@ -10,44 +11,19 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from kinetics_prep.cli import app
-from kinetics_prep.cli._common import console, fail
-from trainer.config import ConfigError, TrainConfig
-
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def _base_type(annotation: str) -> type:
-    return _TYPES[annotation.split("|")[0].strip()]
-
-
-def _option(f) -> typer.models.OptionInfo:
-    kebab, snake = "--" + f.name.replace("_", "-"), "--" + f.name
-    kind = _base_type(str(f.type))
-    default = TrainConfig.defaults()[f.name]
-    help_text = f.metadata["help"] + (f" [default: {default}]" if default is not None else "")
-    if kind is bool:
-        # " /--no_x" adds only the snake_case negative when the positive is one word.
-        on = snake if snake != kebab else " "
-        decls = [f"{kebab}/--no-{f.name.replace('_', '-')}", f"{on}/--no_{f.name}"]
-        return typer.Option(None, *decls, help=help_text, show_default=False)
-    decls = [kebab] + ([snake] if snake != kebab else [])
-    return typer.Option(
-        None, *decls, help=help_text, show_default=False, hidden=f.metadata.get("hidden", False)
-    )
+from kinetics_prep.cli.common import console, fail, run_command
+from kinetics_prep.cli.flags import config_parameters
+from trainer.config import TrainConfig
 
 
 def _train_command(config: Path | None = None, **flags: Any) -> None:
-    try:
+    with run_command():
         cfg = TrainConfig.from_sources(config_file=config, overrides=flags)
-    except ConfigError as exc:
-        fail(str(exc))
     if (cfg.num_gpus or cfg.hostfile) and "LOCAL_RANK" not in os.environ:
         from trainer.train import launcher_command, write_resolved_config
 
@@ -67,10 +43,8 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
         from trainer.train import train
     except ImportError as exc:
         fail(f"training needs the training stack ({exc.name} missing): pip install -e '.[train]'")
-    try:
+    with run_command():  # a KprepError is one line and exit 2; anything else is a bug
         summary = train(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     if summary:
         console.print(
             f"trained {summary['global_step']} steps, final loss {summary['final_loss']}, "
@@ -80,30 +54,21 @@ def _train_command(config: Path | None = None, **flags: Any) -> None:
 
 
 def _build_signature() -> inspect.Signature:
-    params = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(
-                None,
-                "--config",
-                help="YAML or JSON file of settings (defaults < file < flags).",
-                exists=True,
-                dir_okay=False,
-            ),
-            annotation=Path | None,
-        )
-    ]
-    for f in fields(TrainConfig):
-        params.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=_option(f),
-                annotation=_base_type(str(f.type)) | None,
-            )
-        )
-    return inspect.Signature(params)
+    config_file = inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(
+            None,
+            "--config",
+            help="YAML or JSON file of settings (defaults < file < flags).",
+            exists=True,
+            dir_okay=False,
+        ),
+        annotation=Path | None,
+    )
+    # layered: a flag not given is None, so a --config file sits between defaults and flags
+    flags = config_parameters(TrainConfig, snake_alias=True, layered=True)
+    return inspect.Signature([config_file, *flags])
 
 
 def train_command(**kwargs: Any) -> None:
@@ -112,4 +77,8 @@ def train_command(**kwargs: Any) -> None:
 
 
 train_command.__signature__ = _build_signature()  # type: ignore[attr-defined]
-app.command("train", help=train_command.__doc__)(train_command)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `kprep train` (flags generated from TrainConfig) to ``app``."""
+    app.command("train", help=train_command.__doc__)(train_command)
