@@ -280,13 +280,14 @@ def position_accuracy(model_dir: str | Path, *, samples: int = 120, seed: int = 
     Fresh stills (another seed than training, no naming samples), ranked over
     the 9 answers and generated greedily.
     """
+    from kinetics_prep.schema import LABEL_MAP_NAME
     from trainer.evaluate import EvalConfig, evaluate
 
     with tempfile.TemporaryDirectory(prefix="kprep-position-") as tmp:
         folder = Path(tmp)
         manifest = write_position_frames(folder, samples=samples, naming_share=0.0, seed=seed)
         labels = [f"{row} {column}" for row in ROWS for column in COLUMNS]
-        label_map = folder / "label_map.json"
+        label_map = folder / LABEL_MAP_NAME
         label_map.write_text(
             json.dumps(
                 {"labels": labels, "answer_template": "The image shows a square at the {label}."}
