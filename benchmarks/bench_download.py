@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         urls.write_text("".join(f"file://{p}\n" for p in archives))
         megabytes = sum(p.stat().st_size for p in archives) / 1e6
         cfg = DownloadConfig(
-            annotations=subset_csv, output_dir=work / "out_mirror", source="mirror", mirror_urls=urls, workers=args.workers
+            annotations=subset_csv, output_dir=work / "out_mirror", source="mirror", mirror_urls=urls, workers=args.workers,
+            allow_file_urls=True,  # local tarballs: the explicit opt-in
         )  # fmt: skip
         report, seconds = timed(download, cfg)
         results.update(mirror_rows=report["downloaded"], mirror_mb=megabytes, mirror_s=seconds)

@@ -203,14 +203,25 @@ def write_arrow_dataset(
 
     The folder is built beside ``out_dir`` under a temporary name and renamed
     into place only when complete; an older dataset there is replaced then, so
-    a killed build leaves the previous one intact. ``Sample.images`` are
+    a killed build leaves the previous one intact. Only a folder kprep wrote
+    is replaced (:mod:`kinetics_prep.outputs`); anything else at ``out_dir``
+    is an :class:`~kinetics_prep.outputs.OutputError`. ``Sample.images`` are
     relative to ``image_root`` (the manifest's folder).
     """
     from datasets import DatasetInfo
 
     if images not in ("embed", "paths"):
         raise ValueError(f"images ({images!r}) must be 'embed' or 'paths'")
+    from kinetics_prep.outputs import check_replaceable, mark_folder
+
     out_dir = Path(out_dir)
+    # Replace only an Arrow folder kprep wrote (marker, or the build report of older kprep).
+    check_replaceable(
+        out_dir,
+        flag="Arrow dataset folder",
+        legacy=(BUILD_REPORT_NAME,),
+        hint="move it away, or pick another --output (its folder is <stem>_arrow)",
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     features = features_for(labels)
     info = DatasetInfo(
@@ -246,6 +257,7 @@ def write_arrow_dataset(
         (tmp / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}) + "\n")
         if build_report is not None:
             atomic_write_json(tmp / BUILD_REPORT_NAME, build_report)
+        mark_folder(tmp, command="build-manifest")
         replace_path(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

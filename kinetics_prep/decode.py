@@ -2,9 +2,13 @@
 
 Every backend is a function ``(path, pick, threads) -> DecodedFrames``: it
 counts the frames the stream really has, calls ``pick(count)`` (the sampling
-maths of :mod:`kinetics_prep.sampling`) for the 0-based presentation-order
-indices, and returns exactly those frames as RGB uint8 arrays with the
-container's rotation applied. What each backend trusts for the count:
+maths of :mod:`kinetics_prep.sampling`) for the 0-based indices, and returns
+exactly those frames as RGB uint8 arrays with the container's rotation applied.
+Frame ``i`` is the ``i``-th frame the decoder outputs (display order), as
+decode-all tools count. Where packet pts cannot be trusted (AVI's guessed pts,
+MPEG-4 Part 2 packed B-frames, missing or repeated pts; see
+:func:`_index_packets`) every backend reads sequentially in output order.
+What each backend trusts for the count:
 
 - ``decord``: its frame index, built from the demuxed packets (not the
   header); asking for a frame that does not decode raises, so ``auto`` moves on.
@@ -51,7 +55,7 @@ class DecodedFrames:
     """The sampled frames of one clip and where they came from."""
 
     frames: list[np.ndarray]  # RGB uint8 (H, W, 3), rotation applied
-    indices: list[int]  # 0-based presentation-order indices of ``frames``
+    indices: list[int]  # 0-based indices of ``frames`` in decoder output (display) order
     timestamps: list[float]  # presentation times of ``frames`` in seconds
     num_frames: int  # frames that decode (what the indices were picked from)
     fps: float
@@ -184,9 +188,27 @@ def _count_packets(path: str) -> int | None:
             if not container.streams.video:
                 return None
             stream = container.streams.video[0]
-            return sum(1 for p in container.demux(stream) if p.pts is not None and p.size)
+            return sum(1 for p in container.demux(stream) if p.size)
     except Exception:  # noqa: BLE001 - any failure means "cannot verify"
         return None
+
+
+def _untrusted_timestamps(path: str) -> tuple[str | None, float]:
+    """For decord and OpenCV: why PyAV's demux distrusts the pts (None: trusted), and
+    the stream's start time. Demux only (milliseconds); nothing is held."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None, 0.0
+            stream = container.streams.video[0]
+            _, untrusted = _index_packets(container, stream, hold=False)
+            start = stream.start_time
+            tb = float(stream.time_base) if stream.time_base else 0.0
+            return (untrusted[1] if untrusted else None), (float(start) * tb if start else 0.0)
+    except Exception:  # noqa: BLE001 - the backend's own open reports unreadable files
+        return None, 0.0
 
 
 # --- decord ------------------------------------------------------------------
@@ -200,14 +222,22 @@ def _read_decord(path: str, pick: Pick, threads: int) -> DecodedFrames:
     except Exception as error:  # noqa: BLE001 - decord raises RuntimeError or DECORDError
         reason = "no_video_stream" if "video stream" in str(error) else "unreadable"
         raise DecodeError(f"decord cannot open it: {_one_line(error)}", reason=reason) from None
+    note = None
     try:
         count = len(reader)
         if count < 1:
             raise DecodeError("decord found no frames", reason="no_frames")
-        indices = pick(count)
-        batch = reader.get_batch(indices).asnumpy()
-        times = reader.get_frame_timestamp(indices)[:, 0]
         fps = float(reader.get_avg_fps())
+        why, start = _untrusted_timestamps(path)
+        if why is None:
+            indices = pick(count)
+            batch = reader.get_batch(indices).asnumpy()
+            times = reader.get_frame_timestamp(indices)[:, 0]
+        else:
+            # decord's index sorts the guessed pts: read in decoder output order instead.
+            count, indices, batch = _decord_sequential(reader, pick, count)
+            times = [start + i / fps if fps else 0.0 for i in indices]
+            note = f"timestamps untrusted ({why}): frames counted in decoder output order"
     except DecodeError:
         raise
     except Exception as error:  # noqa: BLE001
@@ -225,7 +255,34 @@ def _read_decord(path: str, pick: Pick, threads: int) -> DecodedFrames:
         width=width,
         height=height,
         decoder="decord",
+        note=note,
     )
+
+
+def _decord_sequential(reader, pick: Pick, guess: int) -> tuple[int, list[int], list[np.ndarray]]:
+    """Frame ``i`` = the ``i``-th frame ``reader.next()`` returns; keeps only the targets."""
+
+    def run(targets: set[int], stop: int | None) -> tuple[int, dict[int, np.ndarray]]:
+        reader.seek(0)
+        taken: dict[int, np.ndarray] = {}
+        index = 0
+        while stop is None or index <= stop:
+            try:
+                frame = reader.next()
+            except StopIteration:
+                break
+            if index in targets:
+                taken[index] = frame.asnumpy()
+            index += 1
+        return index, taken
+
+    count, taken = run(set(pick(guess)), None)
+    if count < 1:
+        raise DecodeError("decord decoded no frames", reason="no_frames")
+    indices = pick(count)
+    if not set(indices) <= taken.keys():
+        _, taken = run(set(indices), max(indices))
+    return count, indices, [taken[i] for i in indices]
 
 
 # --- PyAV --------------------------------------------------------------------
@@ -251,7 +308,164 @@ def _reformatter():
     return _REFORMATTER
 
 
+# Compressed bytes of packets the fast path may hold in memory; a longer video is
+# decoded in one streamed pass instead (frames counted, nothing but targets kept).
+PACKET_INDEX_LIMIT_BYTES = 256 * 1024 * 1024
+
+# Containers whose demuxer invents packet pts instead of reading them.
+_GUESSED_PTS_FORMATS = ("avi",)
+_PACKED_CODECS = ("mpeg4", "msmpeg4v3", "msmpeg4v2", "msmpeg4")  # MPEG-4 Part 2 (Xvid, DivX)
+
+
+class _Untrusted(Exception):
+    """The packet timestamps cannot index frames; decode sequentially instead."""
+
+    def __init__(self, guess: int | None, why: str) -> None:
+        super().__init__(why)
+        self.guess = guess  # a first guess at the frame count (packets), or None
+        self.why = why
+
+
+def _index_packets(container, stream, *, hold: bool = True) -> tuple[list, tuple[int, str] | None]:
+    """Demux every video packet once; say why their pts cannot be trusted, if so.
+
+    Returns the packets (empty when the index is not used) and ``None`` or
+    ``(packet count, reason)``. Untrusted: a demuxer that guesses pts (AVI),
+    MPEG-4 Part 2 (Xvid/DivX packed B-frames with "not coded" placeholder
+    packets), a packet without pts or with a repeated one, or more than
+    :data:`PACKET_INDEX_LIMIT_BYTES` of packets (memory bound, not trust).
+    """
+    names = set((container.format.name or "").split(","))
+    why = None
+    if names & set(_GUESSED_PTS_FORMATS):
+        why = f"the {container.format.name} demuxer guesses packet pts"
+    elif stream.codec_context.name in _PACKED_CODECS:
+        # Xvid/DivX pack B-frames into the previous packet and add "not coded"
+        # placeholders: in MKV/MP4 too, the packet pts then belong to other frames.
+        why = f"{stream.codec_context.name} (MPEG-4 Part 2) may pack B-frames"
+    packets: list = []
+    seen: set[int] = set()
+    count = held = 0
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        count += 1
+        if why is not None:
+            continue  # keep counting, hold nothing
+        if packet.pts is None:
+            why = f"packet {count - 1} has no pts"
+        elif packet.pts in seen:
+            why = f"pts {packet.pts} repeats"
+        elif hold and held + packet.size > PACKET_INDEX_LIMIT_BYTES:
+            why = f"over {PACKET_INDEX_LIMIT_BYTES} bytes of packets (long video)"
+        else:
+            seen.add(packet.pts)
+            if hold:
+                held += packet.size
+                packets.append(packet)
+            continue
+        packets, seen = [], set()
+    return packets, (None if why is None else (count, why))
+
+
+def _read_pyav_sequential(
+    path: str, pick: Pick, threads: int, *, guess: int | None, why: str
+) -> DecodedFrames:
+    """Frame ``i`` is the ``i``-th frame the decoder outputs (as decode-all tools count).
+
+    One streamed pass counts the frames and converts the targets picked from
+    ``guess``; a second pass (stopping at the last target) runs only when the
+    real count picks other frames. Memory holds the targets and two ints per
+    frame. Timestamps are the frames' own pts when those increase in output
+    order, else ``start + i / fps`` (guessed pts: the container is constant-rate).
+    """
+    import av
+
+    def run(targets: set[int], stop: int | None):
+        taken: dict[int, np.ndarray] = {}
+        pts: list[int | None] = []
+        try:
+            container = av.open(path)
+        except Exception as error:  # noqa: BLE001
+            message = f"pyav cannot open it: {_one_line(error)}"
+            raise DecodeError(message, reason="unreadable") from None
+        try:
+            stream = container.streams.video[0]
+            context = stream.codec_context
+            if threads == 1:
+                context.thread_count = 1
+            else:
+                context.thread_type = "AUTO"
+                context.thread_count = threads
+            info = (stream.time_base, stream.average_rate, stream.start_time)
+            try:
+                for frame in container.decode(stream):
+                    index = len(pts)
+                    pts.append(frame.pts)
+                    if index in targets:
+                        rgb = _reformatter().reformat(frame, format="rgb24").to_ndarray()
+                        taken[index] = _rotate(rgb, frame.rotation)
+                    if stop is not None and index >= stop:
+                        break
+            except Exception as error:  # noqa: BLE001 - InvalidDataError on damaged data
+                raise DecodeError(
+                    f"decoding failed after {len(pts)} frames: {_one_line(error)}"
+                    " (truncated or corrupt file; re-download it)",
+                    reason="damaged",
+                ) from None
+        finally:
+            container.close()
+        return pts, taken, info
+
+    pts, taken, (time_base, rate, start) = run(set(pick(guess)) if guess else set(), None)
+    if not pts:
+        raise DecodeError("no frame decodes", reason="no_frames")
+    indices = pick(len(pts))
+    if not set(indices) <= taken.keys():
+        _, taken, _ = run(set(indices), max(indices))
+    tb = float(time_base) if time_base else 0.0
+    fps = float(rate) if rate else 0.0
+    increasing = (
+        all(p is not None for p in pts)
+        and all(
+            b > a  # type: ignore[operator]
+            for a, b in zip(pts, pts[1:], strict=False)
+        )
+    )
+    if tb and increasing:
+        times = [float(pts[i]) * tb for i in indices]  # type: ignore[operator]
+        if not fps and len(pts) > 1:
+            fps = (len(pts) - 1) / ((pts[-1] - pts[0]) * tb)  # type: ignore[operator]
+    else:
+        offset = float(start) * tb if start is not None and tb else 0.0
+        times = [offset + i / fps if fps else 0.0 for i in indices]
+    frames = [taken[i] for i in indices]
+    height, width = frames[0].shape[:2]
+    note = f"timestamps untrusted ({why}): frames counted in decoder output order"
+    if guess is not None and guess != len(pts):
+        note += f"; {guess} packets gave {len(pts)} frames"
+    return DecodedFrames(
+        frames=frames,
+        indices=indices,
+        timestamps=[round(t, 6) for t in times],
+        num_frames=len(pts),
+        fps=fps,
+        width=width,
+        height=height,
+        decoder="pyav",
+        note=note,
+    )
+
+
 def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
+    try:
+        return _read_pyav_indexed(path, pick, threads)
+    except _Untrusted as untrusted:
+        return _read_pyav_sequential(path, pick, threads, guess=untrusted.guess, why=untrusted.why)
+
+
+def _read_pyav_indexed(path: str, pick: Pick, threads: int) -> DecodedFrames:
+    """The fast path: the packet index, used only where the packet pts can be trusted."""
     import av
 
     try:
@@ -270,26 +484,32 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
             context.thread_type = "AUTO"
             context.thread_count = threads
         try:
-            packets = [p for p in container.demux(stream) if p.pts is not None and p.size]
+            packets, untrusted = _index_packets(container, stream)
         except Exception as error:  # noqa: BLE001
             raise DecodeError(f"pyav cannot demux it: {_one_line(error)}") from None
+        if untrusted is not None:
+            raise _Untrusted(*untrusted)
         if not packets:
             raise DecodeError("the video stream has no packets", reason="no_frames")
         # Presentation order = sorted pts; the targets are picked from the packet count.
         order: list[int] = sorted(int(p.pts or 0) for p in packets)  # pts is never None here
         wanted = {order[i] for i in pick(len(order))}
-        decoded_pts, arrays, stopped, expected = _decode_needed_gops(
-            context, packets, wanted, skip_nonref=threads == 1
-        )
-        full = False
-        if stopped is None and (
-            (expected is not None and len(decoded_pts) != expected) or not wanted <= arrays.keys()
-        ):
-            # Fewer frames than packets, or a target did not come out of its GOP
-            # (open GOP?): decode the whole stream and count what comes out.
-            context.flush_buffers()
-            decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
-            full = True
+        try:
+            decoded_pts, arrays, stopped, expected = _decode_needed_gops(
+                context, packets, wanted, skip_nonref=threads == 1
+            )
+            full = False
+            if stopped is None and (
+                (expected is not None and len(decoded_pts) != expected)
+                or not wanted <= arrays.keys()
+            ):
+                # Fewer frames than packets, or a target did not come out of its GOP
+                # (open GOP?): decode the whole stream and count what comes out.
+                context.flush_buffers()
+                decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
+                full = True
+        except _Untrusted as untrusted:
+            raise _Untrusted(len(order), untrusted.why) from None
         if stopped is not None:
             raise DecodeError(
                 f"decoding failed ({len(order)} packets): {stopped}"
@@ -400,8 +620,10 @@ def _decode_pass(
 
     def take(frames) -> None:
         for frame in frames:
-            if frame.pts is None:
-                continue
+            if frame.pts is None or (decoded and frame.pts <= decoded[-1]):
+                # The decoder's output order is the display order; pts that do not
+                # follow it were guessed (AVI, packed B-frames): they cannot index.
+                raise _Untrusted(None, f"decoded frame pts {frame.pts} after {decoded[-1:]}")
             decoded.append(frame.pts)
             if frame.pts in wanted and frame.pts not in arrays:
                 rgb = _reformatter().reformat(frame, format="rgb24").to_ndarray()
@@ -418,6 +640,8 @@ def _decode_pass(
             take(context.decode(packet))
             if until is not None and until <= arrays.keys():
                 return decoded, arrays, None
+    except _Untrusted:
+        raise
     except Exception as error:  # noqa: BLE001 - InvalidDataError on damaged data
         stopped = _one_line(error)
     finally:
@@ -425,6 +649,8 @@ def _decode_pass(
             context.skip_frame = "DEFAULT"
     try:
         take(context.decode(None))  # drain frames still held for reordering
+    except _Untrusted:
+        raise
     except Exception as error:  # noqa: BLE001
         stopped = stopped or _one_line(error)
     return decoded, arrays, stopped
@@ -474,11 +700,16 @@ def _read_opencv(path: str, pick: Pick, threads: int) -> DecodedFrames:
         if count_again != count:
             raise DecodeError(f"opencv decoded {count} then {count_again} frames; unstable")
     frames = [taken[i][0] for i in indices]
+    times = [taken[i][1] for i in indices]
+    why, start = _untrusted_timestamps(path)
+    if why is not None:  # OpenCV reads the guessed pts; count in output order instead
+        times = [start + i / fps if fps else 0.0 for i in indices]
+        note = f"timestamps untrusted ({why}); " + (note or "frames in decoder output order")
     height, width = frames[0].shape[:2]
     return DecodedFrames(
         frames=frames,
         indices=indices,
-        timestamps=[round(taken[i][1], 6) for i in indices],
+        timestamps=[round(t, 6) for t in times],
         num_frames=count,
         fps=fps,
         width=width,

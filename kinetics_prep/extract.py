@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kinetics_prep.decode import DECODER_CHOICES
-from kinetics_prep.errors import ExtractConfigError
+from kinetics_prep.errors import ExtractConfigError, ExtractError
 from kinetics_prep.sampling import SAMPLING_METHODS
 from kinetics_prep.schema import (
     EXTRACT_RECORDS_NAME,
@@ -45,9 +45,15 @@ log = logging.getLogger(__name__)
 
 FAILED_STATUSES = ("failed", "timeout", "crashed")
 ANNOTATION_KEYS = ("label", "youtube_id", "time_start", "time_end", "split")
-# Test-only fault injection: "crash:<clip_id>,hang:<clip_id>" makes the worker that
-# gets that clip raise SIGSEGV or sleep (read by the parent, passed to workers).
-FAULT_ENV = "KPREP_EXTRACT_FAULT"
+# Test-only fault injection, set by tests with monkeypatch (no environment
+# variable or flag, so no production run can turn it on by accident):
+# "crash:<clip_id>,hang:<clip_id>,hang-start:<file>" makes the worker that gets
+# that clip raise SIGSEGV or sleep, or the first worker to start (the one that
+# creates <file>) hang before it is ready. Passed to workers in their settings.
+_TEST_FAULTS = ""
+# Seconds a new worker may take to import the decoders and say "ready" before
+# it is killed and replaced (three in a row: the run stops with an error).
+STARTUP_TIMEOUT = 60.0
 
 
 def _default_workers() -> int:
@@ -240,7 +246,8 @@ def read_extract_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def _is_done(record: dict[str, Any] | None, config: ExtractConfig) -> bool:
-    """ok, its frames on disk, and picked the way this run would pick them."""
+    """ok, its frames on disk (non-empty, inside the output folder), picked the way
+    this run would pick them."""
     if record is None or record.get("status") != "ok" or not record.get("frames"):
         return False
     same_pick = len(record["frames"]) == config.num_frames and record.get("sampling") == (
@@ -248,7 +255,11 @@ def _is_done(record: dict[str, Any] | None, config: ExtractConfig) -> bool:
     )
     if same_pick and config.sampling == "random":
         same_pick = record.get("seed") == _clip_seed(config.seed, record["clip_id"])
-    return same_pick and all((config.output_dir / name).is_file() for name in record["frames"])
+    if not same_pick:
+        return False
+    from kinetics_prep.frames import frames_complete
+
+    return frames_complete(config.output_dir, record["frames"])  # missing or empty: redo
 
 
 def _clip_seed(seed: int, clip_id: str) -> int:
@@ -268,7 +279,7 @@ def _settings(config: ExtractConfig) -> dict[str, Any]:
         "short_side": config.short_side,
         "jpeg_quality": config.jpeg_quality,
         "decoder": config.decoder,
-        "fault": os.environ.get(FAULT_ENV, ""),
+        "fault": _TEST_FAULTS,
     }
 
 
@@ -281,6 +292,19 @@ def _inject_fault(clip_id: str, spec: str) -> None:
 
             os.kill(os.getpid(), signal.SIGSEGV)
         if target == clip_id and kind == "hang":
+            time.sleep(3600)
+
+
+def _inject_start_fault(spec: str) -> None:
+    """``hang-start:<file>``: the first worker to start (it creates ``file``) hangs."""
+    for item in filter(None, spec.split(",")):
+        kind, _, target = item.partition(":")
+        if kind == "hang-start":
+            try:
+                with open(target, "x"):
+                    pass
+            except FileExistsError:
+                continue
             time.sleep(3600)
 
 
@@ -388,6 +412,7 @@ def _worker_entry() -> None:
 
     try:
         settings = tasks.recv()
+        _inject_start_fault(settings.get("fault", ""))
         results.send("ready")  # the parent starts a clip's clock only after this
     except (EOFError, OSError):
         return
@@ -448,6 +473,7 @@ class _Worker:
         self.results = Connection(result_read, writable=False)
         self.clip: Clip | None = None
         self.started = 0.0
+        self.spawned = time.monotonic()
         self.ready = False  # set when the worker says it has imported the decoders
         try:
             self.tasks.send(settings)
@@ -523,6 +549,7 @@ def _run_pool(
             watched = [w for w in workers if w.clip is not None or not w.ready]
             now = time.monotonic()
             deadlines = [w.started + config.timeout for w in workers if w.clip is not None]
+            deadlines += [w.spawned + STARTUP_TIMEOUT for w in workers if not w.ready]
             wait_for = max(min(deadlines) - now, 0.0) if deadlines else None
             # A worker that dies closes its result pipe: EOF there means "died".
             ready = set(wait([w.results for w in watched], timeout=wait_for))
@@ -546,7 +573,7 @@ def _run_pool(
                     if clip is None:  # died before taking a clip
                         start_failures += 1
                         if start_failures >= 3:
-                            raise RuntimeError(
+                            raise ExtractError(
                                 "extract worker processes die on start; see "
                                 f"{config.output_dir / 'extract_workers.log'}"
                             )
@@ -563,6 +590,20 @@ def _run_pool(
                         "the file likely crashes the decoder: try another --decoder or re-download it",
                         now - worker.started,
                     )
+                elif not worker.ready and now - worker.spawned >= STARTUP_TIMEOUT:
+                    # Hung while starting (before its first clip): never wait forever.
+                    start_failures += 1
+                    log.warning(
+                        "an extract worker did not start within %g s; replacing it",
+                        STARTUP_TIMEOUT,
+                    )
+                    if start_failures >= 3:
+                        raise ExtractError(
+                            f"extract worker processes hang on start (> {STARTUP_TIMEOUT:g} s, "
+                            f"3 times); see {config.output_dir / 'extract_workers.log'}"
+                        )
+                    replace(index)
+                    continue
                 elif clip is not None and now - worker.started >= config.timeout:
                     lost = _lost_record(
                         clip,

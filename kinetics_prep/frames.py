@@ -1,8 +1,9 @@
 """Resize, JPEG-encode and atomically write one clip's frames.
 
 A clip's folder ``frames/<clip_id>/`` appears complete or not at all: the JPEGs
-go to a hidden sibling ``frames/.<clip_id>.partial-<random>/`` first, which is
-renamed into place at the end. A killed run leaves only ``.partial-`` folders,
+go to a hidden sibling ``frames/.<clip_id>.partial-<random>/`` first, are
+fsynced, and the folder is renamed into place at the end (and the rename
+fsynced), all before the parent writes the ``ok`` record that vouches for them. A killed run leaves only ``.partial-`` folders,
 which :func:`remove_partials` clears and no reader mistakes for frames.
 
 OpenCV does the pixel work: ``cv2.resize`` with ``INTER_AREA`` (the right
@@ -78,6 +79,9 @@ def write_frames(
             data = encode_jpeg(resize_short_side(frame, short_side), quality)
             with open(partial / name, "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the ok record vouches for it
+        _fsync_dir(partial)
         if destination.exists():
             old = destination.parent / f".{destination.name}{PARTIAL}old-{uuid.uuid4().hex[:8]}"
             os.replace(destination, old)
@@ -85,10 +89,42 @@ def write_frames(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(partial, destination)
+        _fsync_dir(destination.parent)  # the rename itself
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return names
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new files, a rename) durable; a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def frames_complete(root: str | Path, names: Sequence[str]) -> bool:
+    """Every frame file exists, is non-empty, and stays inside ``root`` (resume check)."""
+    from kinetics_prep.paths import UnsafePathError, inside
+
+    try:
+        files = [inside(root, name, where="frame") for name in names]
+    except UnsafePathError:
+        return False
+    for file in files:
+        try:
+            if not file.is_file() or file.stat().st_size == 0:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def remove_partials(frames_root: str | Path, clip_ids: Sequence[str]) -> int:

@@ -11,16 +11,22 @@ folder, joins optional annotation metadata on ``clip_id``, and writes, beside
 - ``<stem>.report.json``: what was built and what was left out, by reason.
 
 Clips that cannot become a sample (extract failed, frames gone, no label, ...)
-are counted by reason, never silently dropped and never a crash. Every file is
-written atomically, and nothing is written when no clip is usable.
+are counted by reason, never silently dropped and never a crash. The outputs
+are one set (:class:`kinetics_prep.outputs.OutputSet`): staged together and
+installed after one commit record, so a kill leaves the previous set or the
+new one. Only outputs an earlier build listed (or an Arrow folder with kprep's
+marker) are replaced; anything else is refused before any work. Nothing is
+written when no clip is usable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import posixpath
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,7 +37,10 @@ from typing import Any
 from kinetics_prep.conversation import answer_for, check_answer_template, choose_prompt
 from kinetics_prep.errors import ConversationError, ManifestError
 from kinetics_prep.fileio import atomic_write_json
+from kinetics_prep.outputs import OutputError, OutputSet, check_replaceable, recover_output_set
+from kinetics_prep.paths import UnsafePathError, inside
 from kinetics_prep.schema import (
+    BUILD_REPORT_NAME,
     CLIPS_DIR,
     DEFAULT_ANSWER_TEMPLATE,
     DEFAULT_MANIFEST,
@@ -319,7 +328,13 @@ def collect_samples(
             left_out[NO_LABEL] += 1
             continue
         names = record["frames"]
-        files = [os.path.normpath(os.path.join(frames_abs, name)) for name in names]
+        try:  # these files get embedded and may be pushed: never outside --frames-dir
+            files = [
+                os.path.normpath(inside(frames_abs, name, where=f"extract record {clip_id!r}"))
+                for name in names
+            ]
+        except UnsafePathError as error:
+            raise ManifestError(f"{error}; in {frames_dir}/{EXTRACT_RECORDS_NAME}") from None
         if not all(os.path.isfile(f) for f in files):
             left_out[FRAMES_MISSING] += 1
             continue
@@ -389,26 +404,76 @@ def _split(samples: list[Sample], config: ManifestConfig) -> dict[str, list[Samp
     return {name: rows for name, rows in by_split.items() if rows}
 
 
+def _check_outputs(config: ManifestConfig) -> set[str]:
+    """The files an earlier build listed as its outputs; refuse any other existing output.
+
+    kprep replaces only what it wrote (:mod:`kinetics_prep.outputs`): files named
+    in the previous ``<stem>.report.json``, an Arrow folder with kprep's marker.
+    ``label_map.json`` is merged (ids kept), never discarded, so it is always ours
+    to update.
+    """
+    owned: set[str] = set()
+    hint = "move it away, or pick another --output"
+    if config.report_path.exists():
+        try:
+            previous = json.loads(config.report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict) or not isinstance(previous.get("outputs"), list):
+            raise ManifestError(
+                f"{str(config.report_path)!r} exists and is not a kprep build report; "
+                f"refusing to replace it: {hint}"
+            )
+        # Every output is a sibling of the report: match by name, so a build run from
+        # another working directory (relative paths in the report) still finds them.
+        root = config.report_path.parent
+        owned = {
+            os.path.abspath(root / Path(p).name) for p in previous["outputs"] if isinstance(p, str)
+        }
+    try:
+        check_replaceable(config.output, flag="--output", owned_files=owned, hint=hint)
+        if config.val_fraction > 0:
+            for name in SPLITS:
+                check_replaceable(
+                    config.split_path(name), flag="split file", owned_files=owned, hint=hint
+                )
+        if config.arrow:
+            check_replaceable(
+                config.arrow_dir,
+                flag="Arrow dataset folder",
+                legacy=(BUILD_REPORT_NAME,),
+                hint=f"{hint}, or pass --no-arrow",
+            )
+    except OutputError as error:
+        raise ManifestError(str(error)) from None
+    return owned
+
+
 def _write_json_files(
     config: ManifestConfig,
+    outputs: OutputSet,
     samples: list[Sample],
     by_split: Mapping[str, list[Sample]],
     summary: ManifestSummary,
+    owned: set[str],
 ) -> None:
-    """The manifest, its split files (stale ones removed) and the label map."""
-    summary.outputs.append(write_manifest(config.output, samples, format=config.format))
-    if config.val_fraction > 0:
-        for name, rows in by_split.items():
-            summary.outputs.append(
-                write_manifest(config.split_path(name), rows, format=config.format)
-            )
-    else:  # split files of an earlier build would no longer match the manifest
-        for name in SPLITS:
-            if config.split_path(name).is_file():
-                config.split_path(name).unlink()
-                log.info("removed stale %s", config.split_path(name))
+    """Stage the manifest, its split files (kprep's stale ones removed) and the label map."""
+    write_manifest(outputs.stage(config.output), samples, format=config.format)
+    summary.outputs.append(config.output)
+    for name in SPLITS:
+        path = config.split_path(name)
+        if config.val_fraction > 0 and name in by_split:
+            write_manifest(outputs.stage(path), by_split[name], format=config.format)
+            summary.outputs.append(path)
+        elif path.is_file() and os.path.abspath(path) in owned:
+            outputs.remove(path)  # an earlier build's split no longer matches the manifest
+        elif path.exists():
+            log.warning("left %s alone: kprep did not write it", path)
+    label_map = outputs.stage(config.label_map_path)
+    if config.label_map_path.is_file():  # merged: existing ids keep their order
+        shutil.copyfile(config.label_map_path, label_map)
     summary.labels = write_label_map(
-        config.label_map_path, sorted(summary.per_label), answer_template=config.answer_template
+        label_map, sorted(summary.per_label), answer_template=config.answer_template
     )
     summary.outputs.append(config.label_map_path)
 
@@ -430,6 +495,9 @@ def _config_json(config: ManifestConfig) -> dict[str, Any]:
 def build_manifest(config: ManifestConfig) -> ManifestSummary:
     """Build every output of ``kprep build-manifest``; see the module docstring."""
     started = time.monotonic()
+    if recover_output_set(config.image_root, config.stem) == "rolled forward":
+        log.warning("completed the outputs of a build-manifest run killed while installing them")
+    owned = _check_outputs(config)  # refuse before any work if an output is not ours
     records, metadata = _read_inputs(config)
     samples, left_out = collect_samples(
         records,
@@ -451,27 +519,28 @@ def build_manifest(config: ManifestConfig) -> ManifestSummary:
     by_split = _split(samples, config)
     summary.splits = {name: len(rows) for name, rows in by_split.items()}
     summary.per_label = dict(sorted(Counter(str(s.label) for s in samples).items()))
-    _write_json_files(config, samples, by_split, summary)
+    with OutputSet(config.image_root, config.stem) as outputs:  # one set: all or nothing
+        _write_json_files(config, outputs, samples, by_split, summary, owned)
+        report = summary.to_json()
+        report["config"] = _config_json(config)
+        if config.arrow:
+            from kinetics_prep.arrow import write_arrow_dataset
 
-    report = summary.to_json()
-    report["config"] = _config_json(config)
-    if config.arrow:
-        from kinetics_prep.arrow import write_arrow_dataset
-
-        write_arrow_dataset(
-            by_split,
-            out_dir=config.arrow_dir,
-            labels=summary.labels,
-            images=config.images,
-            image_root=config.image_root,
-            build_report=report,
-        )
-        summary.arrow_dir = config.arrow_dir
-        summary.outputs.append(config.arrow_dir)
-        report["arrow_dir"] = str(config.arrow_dir)
-    report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
-    atomic_write_json(config.report_path, report)
-    summary.outputs.append(config.report_path)
+            write_arrow_dataset(
+                by_split,
+                out_dir=outputs.stage(config.arrow_dir),
+                labels=summary.labels,
+                images=config.images,
+                image_root=config.image_root,
+                build_report=report,
+            )
+            summary.arrow_dir = config.arrow_dir
+            summary.outputs.append(config.arrow_dir)
+            report["arrow_dir"] = str(config.arrow_dir)
+        report["outputs"] = [str(p) for p in summary.outputs] + [str(config.report_path)]
+        atomic_write_json(outputs.stage(config.report_path), report)
+        summary.outputs.append(config.report_path)
+        outputs.commit()  # all of them become current together
     summary.seconds = time.monotonic() - started
     log.info("built %d samples (%s) in %.1f s", summary.samples, summary.splits, summary.seconds)
     return summary

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,22 @@ class SubsetConfig:
                 problems.append(f"--split ({self.split!r}) must be train, val (validate) or test")
             else:
                 self.split = canonical
+        if self.output.exists() and self.annotations.exists():
+            same = os.path.samefile(self.output, self.annotations)
+        else:
+            same = os.path.abspath(self.output) == os.path.abspath(self.annotations)
+        if same:
+            problems.append(
+                f"--output ({str(self.output)!r}) is the --annotations file; "
+                "write the subset to a new file"
+            )
+        elif self.output.exists() and not self.output.with_suffix(".subset.json").is_file():
+            # kprep's subsets have their <stem>.subset.json beside them; anything else is the user's
+            problems.append(
+                f"--output ({str(self.output)!r}) exists and kprep did not write it (no "
+                f"{self.output.with_suffix('.subset.json').name} beside it); refusing to "
+                "replace it: choose another path, or move it away yourself"
+            )
         if self.classes_file is not None:
             self.classes_file = Path(self.classes_file)
             if not self.classes_file.is_file():
@@ -168,6 +185,7 @@ def build_subset(config: SubsetConfig, *, command: str | None = None) -> dict[st
 
     Returns that summary: rows, classes, per-class counts, skipped bad rows.
     """
+    source_sha256 = hashlib.sha256(config.annotations.read_bytes()).hexdigest()  # before writing
     ann = read_annotations(config.annotations)
     chosen = select_subset(
         ann.rows,
@@ -187,7 +205,7 @@ def build_subset(config: SubsetConfig, *, command: str | None = None) -> dict[st
     write_annotations_csv(config.output, chosen)
     summary: dict[str, Any] = {
         "source": str(config.annotations),
-        "source_sha256": hashlib.sha256(config.annotations.read_bytes()).hexdigest(),
+        "source_sha256": source_sha256,
         "output": str(config.output),
         "command": command,
         "options": {

@@ -91,7 +91,34 @@ def clips(tmp_path_factory, ffmpeg) -> dict[str, Path]:
     data = faststart.read_bytes()
     made["truncated_faststart"] = root / "truncated_faststart.mp4"  # header says 100 frames
     made["truncated_faststart"].write_bytes(data[: len(data) * 6 // 10])
+    made["one"] = write_counter_clip(root / "one.mp4", num_frames=1, width=160, height=120)
+    # Timestamps that lie: Xvid with B-frames (packed, "not coded" placeholder packets)
+    # in AVI (the demuxer guesses pts) and in MKV (real pts, but of other frames);
+    # H.264 in AVI (guessed pts, no packing). Debian's ffmpeg has libxvid.
+    for name, codec, suffix in [
+        ("xvid_avi", ["-c:v", "libxvid", "-bf", "2", "-q:v", "3"], "avi"),
+        ("xvid_mkv", ["-c:v", "libxvid", "-bf", "2", "-q:v", "3"], "mkv"),
+        ("h264_avi", ["-c", "copy"], "avi"),
+    ]:
+        made[name] = root / f"{name}.{suffix}"
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", made["h264"], *codec, made[name]], check=True
+        )
     return made
+
+
+def decoder_output(path: Path) -> list[int]:
+    """The barcode of every frame the decoder outputs, in output order (decode-all)."""
+    import av
+
+    codes: list[int] = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(video=0):
+                codes.append(read_counter(frame.to_ndarray(format="rgb24")))
+        except av.error.InvalidDataError:
+            pass  # a truncated file: decode-all stops where the data does
+    return codes
 
 
 def barcodes(result: DecodedFrames) -> list[int]:
@@ -278,3 +305,75 @@ def test_opencv_fallback_is_verified_against_the_demuxed_packets(clips, monkeypa
     message = str(info.value)
     assert "refusing an unverifiable result" in message
     assert all(f"{name}: " in message for name in ("decord", "pyav", "opencv"))
+
+
+ORDER_CLIPS = ["h264", "h264_gop", "vp9", "vfr", "rotated", "short", "one",
+               "xvid_avi", "xvid_mkv", "h264_avi", "truncated_faststart"]  # fmt: skip
+
+
+@pytest.mark.parametrize("clip", ORDER_CLIPS)
+def test_frame_i_is_the_ith_frame_the_decoder_outputs_on_every_backend(clips, clip):
+    """Every backend (and the fast path) agrees with decode-all on every container.
+
+    On the Xvid AVI, main's sorted-packet-pts order returned a neighbouring
+    frame (JPEG 11 recorded as frame 12); decord's seek returned frame 0 for 12.
+    """
+    reference = decoder_output(clips[clip])
+    unturn = (lambda f: np.rot90(f, -1)) if clip == "rotated" else (lambda f: f)
+    times = {}
+    for decoder in DECODERS:
+        for threads in (0, 1):
+            try:
+                result = read_frames(clips[clip], num_frames=8, decoder=decoder, threads=threads)
+            except DecodeError as error:
+                assert clip == "truncated_faststart" and error.reason == "damaged", error
+                continue
+            got = [read_counter(unturn(f)) for f in result.frames]
+            if clip == "truncated_faststart":
+                # Where a cut file's data ends differs by decoder (a partly decodable
+                # last packet); its frames are in order, so frame i must show i.
+                assert got == result.indices, (decoder, threads)
+                continue
+            assert result.num_frames == len(reference), (decoder, threads)
+            assert result.indices == sample_indices(len(reference), 8)
+            assert got == [reference[i] for i in result.indices], (decoder, threads)
+            times[decoder, threads] = result.timestamps
+    if clip == "truncated_faststart":
+        return  # backends may stop at different places of a cut file
+    assert len(times) == 2 * len(DECODERS)
+    first = next(iter(times.values()))
+    for key, value in times.items():  # timestamps of the same frames, from every backend
+        assert value == pytest.approx(first, abs=1.5e-3), key
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_xvid_avi_is_decoded_in_output_order_and_says_so(clips, decoder):
+    reference = decoder_output(clips["xvid_avi"])
+    assert reference != sorted(reference) or len(reference) < 100  # the file really is odd
+    result = read_frames(clips["xvid_avi"], decoder=decoder, threads=1)
+    assert barcodes(result) == [reference[i] for i in result.indices]
+    assert "timestamps untrusted" in (result.note or "")
+    fps = result.fps
+    assert result.timestamps == pytest.approx([i / fps for i in result.indices], abs=1e-3)
+
+
+def test_fast_path_is_kept_where_timestamps_are_trusted(clips, monkeypatch):
+    """H.264 in MP4 takes the packet-index path: no sequential pass, no note."""
+    calls = []
+    monkeypatch.setattr(
+        decode, "_read_pyav_sequential", lambda *a, **k: calls.append(a) or pytest.fail("slow")
+    )
+    for clip in ("h264", "h264_gop", "vfr", "vp9"):
+        assert read_frames(clips[clip], decoder="pyav", threads=1).note is None
+    assert not calls
+
+
+def test_a_video_over_the_packet_index_limit_is_streamed(clips, monkeypatch):
+    """A long video does not hold its packets in memory: one streamed pass, same frames."""
+    fast = read_frames(clips["h264_gop"], decoder="pyav", threads=1)
+    monkeypatch.setattr(decode, "PACKET_INDEX_LIMIT_BYTES", 2000)
+    streamed = read_frames(clips["h264_gop"], decoder="pyav", threads=1)
+    assert "over 2000 bytes of packets" in streamed.note
+    assert streamed.indices == fast.indices and streamed.timestamps == fast.timestamps
+    for a, b in zip(fast.frames, streamed.frames, strict=True):
+        assert np.array_equal(a, b)

@@ -1,6 +1,6 @@
 """`kprep download` through the CLI, every source served from a loopback HTTP server.
 
-Nothing here touches the internet: the youtube source is pointed (hidden
+Nothing here touches the internet: the youtube source is pointed (
 ``--url-template``) at synthetic clips on 127.0.0.1, which yt-dlp's generic
 extractor downloads with its real section-download path (ffmpeg); the mirror
 source reads tarballs (one malicious, one cut short mid-transfer, one 404) from

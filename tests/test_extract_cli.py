@@ -174,6 +174,41 @@ def test_ok_record_whose_frames_vanished_is_redone(clip_dir, tmp_path):
     assert frame_barcodes(out, appended[0]) == [0, 0, 1, 1]
 
 
+def test_ok_record_whose_frame_is_empty_is_redone(clip_dir, tmp_path):
+    """A crash after the record but before the data reached the disk leaves empty files."""
+    out = tmp_path / "out"
+    run("--clips", clip_dir, "--output-dir", out)
+    first = lines(out)
+    (out / "frames" / "tiny" / "frame_2.jpg").write_bytes(b"")
+    run("--clips", clip_dir, "--output-dir", out)
+    appended = lines(out)[len(first) :]
+    assert [r["clip_id"] for r in appended] == ["tiny"]
+    assert frame_barcodes(out, appended[0]) == [0, 0, 1, 1]
+    assert (out / "frames" / "tiny" / "frame_2.jpg").stat().st_size > 0
+
+
+def test_frames_are_fsynced_before_the_folder_is_renamed_in(tmp_path, monkeypatch):
+    """write_frames (the worker's last step before its ok record) makes the data durable."""
+    import numpy as np
+
+    from kinetics_prep import frames
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(frames.os, "fsync", spy)
+    shot = np.zeros((8, 8, 3), dtype=np.uint8)
+    names = frames.write_frames([shot, shot], tmp_path / "frames" / "c")
+    files = [s for s in synced if s.endswith(".jpg")]
+    assert len(files) == 2 and all(".partial-" in f for f in files)  # before the rename
+    assert synced[-1] == str(tmp_path / "frames")  # the rename itself, last
+    assert [p.name for p in sorted((tmp_path / "frames" / "c").iterdir())] == names
+
+
 def test_shards_split_the_clips_and_an_unsharded_rerun_folds_them(clip_dir, tmp_path):
     out = tmp_path / "out"
     for index in range(3):

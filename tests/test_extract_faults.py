@@ -1,9 +1,11 @@
 """A decoder crash, a hang and a kill -9 cost one clip at most, never the run.
 
 Crashes and hangs are forced inside the worker process through
-KPREP_EXTRACT_FAULT (``crash:<clip_id>`` raises SIGSEGV, ``hang:<clip_id>``
-sleeps), read by kinetics_prep.extract in the worker, so the parent sees a real
-dead or stuck process.
+``kinetics_prep.extract._TEST_FAULTS`` (``crash:<clip_id>`` raises SIGSEGV,
+``hang:<clip_id>`` sleeps, ``hang-start:<file>`` hangs the first worker before it
+is ready), set here with monkeypatch and handed to the workers by the parent, so
+the parent sees a real dead or stuck process. No environment variable or flag
+can turn it on in a user's run.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
+from kinetics_prep import extract
 from kinetics_prep.cli import app
-from kinetics_prep.extract import FAULT_ENV
 from kinetics_prep.synthetic import read_counter, write_counter_clip
 
 
@@ -53,7 +55,7 @@ def four_clips(tmp_path_factory) -> Path:
 
 
 def test_a_segfaulting_decoder_costs_one_clip(four_clips, tmp_path, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "crash:c00")
+    monkeypatch.setattr(extract, "_TEST_FAULTS", "crash:c00")
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app, ["extract", "--clips", str(four_clips), "--output-dir", str(out), "--workers", "1"]
@@ -71,7 +73,7 @@ def test_a_segfaulting_decoder_costs_one_clip(four_clips, tmp_path, monkeypatch)
 
 
 def test_a_hanging_decoder_is_killed_after_the_timeout(four_clips, tmp_path, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "hang:c01")
+    monkeypatch.setattr(extract, "_TEST_FAULTS", "hang:c01")
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
@@ -85,7 +87,7 @@ def test_a_hanging_decoder_is_killed_after_the_timeout(four_clips, tmp_path, mon
     assert [by_id[c]["status"] for c in ("c00", "c02", "c03")] == ["ok", "ok", "ok"]
 
     # --retry-failed (without the fault) completes it.
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.setattr(extract, "_TEST_FAULTS", "")
     result = CliRunner().invoke(
         app, ["extract", "--clips", str(four_clips), "--output-dir", str(out), "--retry-failed"]
     )
@@ -167,3 +169,31 @@ def test_library_call_from_a_script_without_main_guard_or_from_stdin(four_clips,
         assert done.returncode == 0, done.stderr
         assert done.stdout.split()[-2:] == ["ok", "4"], done.stdout
         assert {r["status"] for r in records(tmp_path / name)} == {"ok"}
+
+
+def test_the_fault_hook_cannot_be_set_from_the_environment(four_clips, tmp_path, monkeypatch):
+    """The old KPREP_EXTRACT_FAULT variable changes nothing in a run."""
+    monkeypatch.setenv("KPREP_EXTRACT_FAULT", "crash:c00,hang:c01")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["extract", "--clips", str(four_clips), "--output-dir", str(out), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {r["clip_id"]: r["status"] for r in records(out)} == dict.fromkeys(
+        ("c00", "c01", "c02", "c03"), "ok"
+    )
+
+
+def test_a_worker_hanging_at_start_up_is_replaced(four_clips, tmp_path, monkeypatch):
+    """Before its first clip there is no --timeout clock; the start-up bound kills it."""
+    monkeypatch.setattr(extract, "_TEST_FAULTS", f"hang-start:{tmp_path / 'hung-once'}")
+    monkeypatch.setattr(extract, "STARTUP_TIMEOUT", 3.0)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["extract", "--clips", str(four_clips), "--output-dir", str(out), "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "hung-once").exists()  # the fault really fired
+    assert time.monotonic() - started < 60
+    assert {r["status"] for r in records(out)} == {"ok"} and len(records(out)) == 4

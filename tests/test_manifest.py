@@ -332,3 +332,25 @@ def test_doc_command_lines_parse_against_the_real_cli():
         command = group.get_command(None, args[0])
         assert command is not None, line
         command.make_context(args[0], args[1:])  # raises on unknown flags / bad values
+
+
+@pytest.mark.parametrize(
+    "bad", ["/etc/hostname", "../outside.jpg", "frames/../../outside.jpg", "link/frame_1.jpg"]
+)
+def test_record_frame_paths_must_stay_inside_the_frames_dir(fresh_root, tmp_path, bad):
+    """A crafted record cannot pull a file from elsewhere into the (pushable) dataset."""
+    secret = tmp_path / "outside.jpg"
+    secret.write_bytes((fresh_root / "frames").rglob("*.jpg").__next__().read_bytes())
+    (fresh_root / "link").symlink_to(tmp_path)
+    crafted = {"clip_id": "evil", "status": "ok", "frames": [bad] * 4, "label": "abseiling",
+               "frame_indices": [0, 1, 2, 3], "video_path": str(secret)}  # fmt: skip
+    with open(fresh_root / "extract_results.jsonl", "a") as handle:
+        handle.write(json.dumps(crafted) + "\n")
+    result = invoke(
+        "build-manifest", "--frames-dir", fresh_root, "--output", fresh_root / "m.json", ok=False
+    )
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "extract record 'evil'" in message and repr(bad) in message
+    assert "must stay inside" in message and "\n" not in message.replace("\n", " ").strip()
+    assert not (fresh_root / "m.json").exists() and not (fresh_root / "m_arrow").exists()

@@ -158,3 +158,31 @@ def test_shipped_3k_manifest_is_what_its_recorded_command_builds(tmp_path):
     assert (tmp_path / "rebuilt.csv").read_text() == MANIFEST.read_text()
     rows = read_annotations(MANIFEST).rows
     assert len(rows) == 3000 and len({r.label for r in rows}) == 400
+
+
+def test_cli_subset_never_overwrites_its_source_or_a_users_file(tmp_path):
+    fixture = ROOT / "tests" / "fixtures" / "annotations" / "k400_val.csv"
+    source = tmp_path / "k400_val.csv"
+    source.write_bytes(fixture.read_bytes())
+    same = runner.invoke(
+        app, ["subset", "--annotations", str(source), "--output", str(source), "--per-class", "1"]
+    )
+    assert same.exit_code == 2 and "is the --annotations file" in same.output
+    assert source.read_bytes() == fixture.read_bytes()
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my own list\n")
+    refused = runner.invoke(
+        app, ["subset", "--annotations", str(source), "--output", str(mine), "--per-class", "1"]
+    )
+    assert refused.exit_code == 2 and "kprep did not write it" in refused.output
+    assert mine.read_text() == "my own list\n"
+    out = tmp_path / "sub.csv"
+    for _ in range(2):  # kprep's own subset (its .subset.json beside it) is replaced
+        done = runner.invoke(
+            app, ["subset", "--annotations", str(source), "--output", str(out), "--per-class", "1"]
+        )
+        assert done.exit_code == 0, done.output
+    meta = json.loads(out.with_suffix(".subset.json").read_text())
+    import hashlib
+
+    assert meta["source_sha256"] == hashlib.sha256(fixture.read_bytes()).hexdigest()

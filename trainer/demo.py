@@ -210,12 +210,18 @@ def _replaceable(folder: Path, seed_dir: Path) -> None:
     """Remove a run folder of an earlier demo, only inside a seed folder kprep created."""
     if not folder.exists():
         return
-    if not (seed_dir / MARKER).is_file():
-        raise DemoError(
-            f"{folder} exists but {seed_dir} has no {MARKER} marker (kprep demo did not write it): "
-            "choose another --output-dir"
-        )
+    check_outputs(folder.parent)
     shutil.rmtree(folder)
+
+
+def check_outputs(seed_dir: Path) -> None:
+    """Refuse, before any work, run folders in ``seed_dir`` that kprep demo did not write."""
+    for folder in (seed_dir / "run", seed_dir / "control"):
+        if folder.exists() and not (seed_dir / MARKER).is_file():
+            raise DemoError(
+                f"{folder} exists and kprep did not write it (no {MARKER} in {seed_dir}): "
+                "pass another --output-dir"
+            )
 
 
 def make_clips(config: DemoConfig) -> list:
@@ -431,6 +437,7 @@ def run_demo(
     run_dir, control_dir = seed_dir / "run", seed_dir / "control"
     seconds: dict[str, float] = {}
     started = time.time()
+    check_outputs(seed_dir)  # before any work
     try:
         t = time.time()
         clips = make_clips(config)

@@ -259,10 +259,19 @@ def merge(
     output = Path(output)
     if not adapter.is_dir():
         raise MergeError(f"--adapter {adapter} is not a folder: pass kprep train's --output-dir")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise MergeError(
-            f"--output {output} exists and is not empty: pass --overwrite or a new folder"
-        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not overwrite:
+            raise MergeError(
+                f"--output {output} exists and is not empty: pass --overwrite or a new folder"
+            )
+        from kinetics_prep.outputs import OutputError, check_replaceable
+
+        try:  # --overwrite replaces only a folder kprep merge wrote (never `.`, the adapter)
+            check_replaceable(output, flag="--output", hint="pass a new folder")
+        except OutputError as error:
+            raise MergeError(str(error)) from None
+        if output.resolve() in (adapter.resolve(), *adapter.resolve().parents):
+            raise MergeError(f"--output {output} holds the --adapter {adapter}: pass a new folder")
     lora = check_trained_folder(adapter)
     summary = training_summary(adapter)
     base = model_id or summary.get("model_id")
@@ -287,7 +296,10 @@ def merge(
             summary, base_model=base, name=output.name, eval_report=report, merged=lora
         )
         atomic_write_text(tmp / "README.md", card)
-        replace_path(tmp, output)
+        from kinetics_prep.outputs import mark_folder
+
+        mark_folder(tmp, command="merge")
+        replace_path(tmp, output)  # the old folder (kprep's, checked above) goes only after
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -96,8 +96,36 @@ def launcher_command(
     return cmd
 
 
+def check_output_dir(config: TrainConfig) -> None:
+    """Refuse an ``--output-dir`` that already holds anything but kprep's own bookkeeping.
+
+    Training there would overwrite the earlier run's adapter and rotate away
+    its checkpoints (or overwrite a user's files: PEFT writes README.md), so
+    only an absent or empty folder is used, or one with a run to ``--resume``.
+    Launched ranks other than 0 skip the check (rank 0 may already be writing).
+    """
+    from kinetics_prep.outputs import MARKER_NAME, mark_folder
+
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        return
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {out} is a file: pass a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    entries = [e for e in entries if e not in (MARKER_NAME, TRAIN_CONFIG_NAME)]
+    if entries and not config.resume:
+        raise ConfigError(
+            f"--output-dir {out} is not empty ({len(entries)} entries, e.g. {entries[0]!r}); "
+            "kprep train never overwrites a folder: pass a new --output-dir, or --resume to "
+            "continue the run in it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    mark_folder(out, command="train")
+
+
 def write_resolved_config(config: TrainConfig) -> Path:
     """Write the full config (with launcher fields cleared) for the launched workers."""
+    check_output_dir(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = config.to_dict()
@@ -184,6 +212,7 @@ def train(config: TrainConfig, *, model: Any = None) -> dict[str, Any]:
 
     if config.data_path is None:
         raise ConfigError("--data-path is required: the manifest JSON or Arrow folder to train on")
+    check_output_dir(config)
     _setup_logging()
     started = time.time()
     threads_before = torch.get_num_threads()

@@ -52,13 +52,18 @@ def fetch_resumable(
     proxy: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     chunk_size: int = 1 << 20,
+    max_bytes: int | None = None,
+    deadline: float | None = None,
 ) -> int:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming with HTTP Range.
 
     A connection cut short keeps its bytes; the next try asks for the rest
     (``Range: bytes=N-``). A server that ignores Range (200) restarts from 0.
+    More than ``max_bytes`` (announced or received) or past ``deadline`` (a
+    ``time.monotonic()`` value, over all tries) is a failure, not a retry.
     Returns the size; raises :class:`ArchiveError` with a one-line reason.
     """
+    limits = _Limits(url, max_bytes, deadline)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     handlers: list[Any] = []
@@ -73,7 +78,10 @@ def fetch_resumable(
         if have:
             request.add_header("Range", f"bytes={have}-")
         try:
-            total = _fetch_once(opener, request, part, have, timeout, chunk_size)
+            total = _fetch_once(opener, request, part, have, timeout, chunk_size, limits)
+        except ArchiveError:
+            part.unlink(missing_ok=True)  # over a cap: nothing worth resuming
+            raise
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:
                 total = _total_from_content_range(exc.headers.get("Content-Range")) or have
@@ -94,6 +102,7 @@ def fetch_resumable(
             raise ArchiveError(
                 f"{url}: {error} after {attempt} tries ({size} bytes kept in {part.name})"
             )
+        limits.check_time(extra=delays[attempt - 1])
         log.info("%s: %s at %d bytes, resuming in %.1fs", url, error, size, delays[attempt - 1])
         sleep(delays[attempt - 1])
     if checksum is not None:
@@ -105,12 +114,40 @@ def fetch_resumable(
     return dest.stat().st_size
 
 
+class _Limits:
+    """The size cap and overall deadline of one archive download."""
+
+    def __init__(self, url: str, max_bytes: int | None, deadline: float | None) -> None:
+        self.url, self.max_bytes, self.deadline = url, max_bytes, deadline
+
+    def check_size(self, size: int | None) -> None:
+        if size is not None and self.max_bytes is not None and size > self.max_bytes:
+            raise ArchiveError(
+                f"{self.url}: {size} bytes is over the {self.max_bytes}-byte cap "
+                "(--max-archive-gb); raise it if the archive is genuine"
+            )
+
+    def check_time(self, extra: float = 0.0) -> None:
+        if self.deadline is not None and time.monotonic() + extra > self.deadline:
+            raise ArchiveError(
+                f"{self.url}: not finished within --archive-timeout; raise it for slow links"
+            )
+
+
 def _fetch_once(
-    opener: Any, request: urllib.request.Request, part: Path, have: int, timeout: float, chunk: int
+    opener: Any,
+    request: urllib.request.Request,
+    part: Path,
+    have: int,
+    timeout: float,
+    chunk: int,
+    limits: _Limits | None = None,
 ) -> int | None:
     """One GET; appends to ``part``; returns the full size when known."""
     import http.client
 
+    limits = limits or _Limits(request.full_url, None, None)
+    limits.check_time()
     with opener.open(request, timeout=timeout) as response:
         status = response.status
         if have and status == 206:
@@ -123,6 +160,8 @@ def _fetch_once(
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
+        limits.check_size(total)
+        received = have if mode == "ab" else 0
         with open(part, mode) as handle:
             try:
                 while True:
@@ -130,6 +169,9 @@ def _fetch_once(
                     if not data:
                         break
                     handle.write(data)
+                    received += len(data)
+                    limits.check_size(received)
+                    limits.check_time()
             except http.client.IncompleteRead as exc:
                 handle.write(exc.partial)
                 handle.flush()
@@ -159,38 +201,103 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+MAX_REFUSED = 50  # refused members listed per archive (all are counted)
+
+
 def extract_archive_members(
-    archive: Path, staging: Path, wanted: Callable[[str], str | None]
-) -> tuple[dict[str, Path], list[dict[str, str]], int]:
+    archive: Path,
+    staging: Path,
+    wanted: Callable[[str], str | None],
+    *,
+    max_member_bytes: int | None = None,
+    too_large: dict[str, str] | None = None,
+) -> tuple[dict[str, Path], list[dict[str, str]], int, int]:
     """Stream ``archive``; extract regular files that ``wanted(name)`` maps to a clip id.
 
     Every member first passes tarfile's ``data`` filter (no ``..`` escapes, no
-    links out, no device files) and absolute names are refused outright.
-    Returns ``(clip_id -> extracted path, refused members, member count)``.
+    links out, no device files; :func:`_data_filter` is the same check on a
+    Python without it) and absolute names are refused outright. A wanted
+    member over ``max_member_bytes`` is refused and noted in ``too_large``
+    (clip id -> member name). Only :data:`MAX_REFUSED` refusals are listed.
+    Returns ``(clip_id -> extracted path, refused members, member count,
+    refused count)``.
     """
     staging.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path] = {}
     refused: list[dict[str, str]] = []
+    refused_total = 0
     members = 0
+
+    def refuse(name: str, reason: str) -> None:
+        nonlocal refused_total
+        refused_total += 1
+        if len(refused) < MAX_REFUSED:
+            refused.append({"name": name[:300], "reason": reason[:300]})
+
     with tarfile.open(archive, mode="r|*") as tar:
         for member in tar:
             members += 1
             if member.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member.name):
-                refused.append({"name": member.name, "reason": "absolute path"})
+                refuse(member.name, "absolute path")
                 continue
             try:
-                tarfile.data_filter(member, str(staging))
+                _data_filter(member, str(staging))
             except tarfile.FilterError as exc:
-                refused.append({"name": member.name, "reason": f"{type(exc).__name__}: {exc}"})
+                refuse(member.name, f"{type(exc).__name__}: {exc}")
                 continue
             if not member.isreg():
                 continue
             clip_id = wanted(os.path.basename(member.name))
             if clip_id is None or clip_id in found:
                 continue
-            tar.extract(member, str(staging), filter="data")
-            found[clip_id] = staging / member.name
-    return found, refused, members
+            if max_member_bytes is not None and member.size > max_member_bytes:
+                refuse(member.name, f"{member.size} bytes, over --max-member-mb")
+                if too_large is not None:
+                    too_large.setdefault(clip_id, member.name)
+                continue
+            found[clip_id] = _extract_regular(tar, member, staging)
+    return found, refused, members, refused_total
+
+
+def _data_filter(member: tarfile.TarInfo, dest: str) -> None:
+    """tarfile's ``data`` filter, or the same checks where Python lacks it (< 3.11.4)."""
+    builtin = getattr(tarfile, "data_filter", None)
+    if builtin is not None:
+        builtin(member, dest)
+        return
+    error = getattr(tarfile, "FilterError", None)
+    if error is None:  # very old tarfile: give it the class the callers catch
+        error = type("FilterError", (tarfile.TarError,), {})
+        tarfile.FilterError = error  # type: ignore[attr-defined]
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    name = member.name
+    if not inside(os.path.join(dest, name)):
+        raise error(f"OutsideDestinationError: {name!r} would be extracted outside {dest}")
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        raise error(f"SpecialFileError: {name!r} is a special file")
+    if member.issym():
+        target = os.path.join(dest, os.path.dirname(name), member.linkname)
+        if os.path.isabs(member.linkname) or not inside(target):
+            raise error(f"AbsoluteLinkError/LinkOutsideDestinationError: {name!r}")
+    if member.islnk():
+        if os.path.isabs(member.linkname) or not inside(os.path.join(dest, member.linkname)):
+            raise error(f"LinkOutsideDestinationError: {name!r}")
+
+
+def _extract_regular(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> Path:
+    """Copy one regular member's bytes under ``staging`` (no modes, owners or links)."""
+    target = staging / member.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:  # cannot happen for a regular file
+        raise tarfile.ReadError(f"cannot read {member.name}")
+    with source, open(target, "wb") as handle:
+        shutil.copyfileobj(source, handle, 1 << 20)
+    return target
 
 
 def run_mirror(
@@ -200,7 +307,9 @@ def run_mirror(
     sleep: Callable[[float], None],
 ) -> list[dict[str, Any]]:
     assert config.mirror_urls is not None
-    entries = parse_mirror_list(config.mirror_urls.read_text(encoding="utf-8"))
+    entries = parse_mirror_list(
+        config.mirror_urls.read_text(encoding="utf-8"), allow_file=config.allow_file_urls
+    )
     out = config.output_dir
     state_path = out / MIRROR_ARCHIVES_NAME
     state = read_latest(state_path, key="url")
@@ -222,6 +331,7 @@ def run_mirror(
     clips = out / CLIPS_DIR
     with RecordWriter(state_path) as state_writer, ThreadPoolExecutor(config.workers) as pool:
         unsupported: dict[str, str] = {}  # clip_id -> a member named like it, wrong suffix
+        too_large: dict[str, str] = {}  # clip_id -> a member named like it, over the cap
 
         def wanted(name: str) -> str | None:
             clip_id = match_clip_name(name, by_clip, by_youtube)
@@ -231,7 +341,7 @@ def run_mirror(
             return clip_id
 
         futures = [
-            pool.submit(_mirror_archive, index, url, checksum, config, wanted, sleep)
+            pool.submit(_mirror_archive, index, url, checksum, config, wanted, sleep, too_large)
             for index, url, checksum in jobs
         ]
         for future in as_completed(futures):
@@ -265,7 +375,10 @@ def run_mirror(
     if config.num_shards == 1 or all_read:
         failed_urls = [url for url, _ in entries if state.get(url, {}).get("status") == "failed"]
         for clip_id in sorted(pending):
-            if clip_id in unsupported:
+            if clip_id in too_large:
+                reason = "too_large"
+                error = f"{too_large[clip_id]!r} is over --max-member-mb {config.max_member_mb:g}"
+            elif clip_id in unsupported:
                 reason = "unsupported_format"
                 error = (
                     f"found only as {unsupported[clip_id]!r}, not one of "
@@ -290,6 +403,7 @@ def _mirror_archive(
     config: DownloadConfig,
     wanted: Callable[[str], str | None],
     sleep: Callable[[float], None],
+    too_large: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path], Path]:
     """Fetch and read one archive; never raises (the summary says what went wrong)."""
     started = time.monotonic()
@@ -311,12 +425,21 @@ def _mirror_archive(
                 timeout=config.socket_timeout,
                 proxy=config.proxy,
                 sleep=sleep,
+                max_bytes=int(config.max_archive_gb * 1e9),
+                deadline=started + config.archive_timeout,
             )
         summary["bytes"] = archive.stat().st_size
-        found, refused, members = extract_archive_members(archive, work, wanted)
+        found, refused, members, refused_total = extract_archive_members(
+            archive,
+            work,
+            wanted,
+            max_member_bytes=int(config.max_member_mb * 1e6),
+            too_large=too_large,
+        )
         summary.update(status="ok", members=members, clips=sorted(found), refused=refused)
-        if refused:
-            log.warning("%s: refused %d unsafe member(s)", url, len(refused))
+        summary["refused_count"] = refused_total
+        if refused_total:
+            log.warning("%s: refused %d unsafe member(s)", url, refused_total)
         if not config.keep_archives:
             archive.unlink(missing_ok=True)
     except ArchiveError as exc:

@@ -92,7 +92,28 @@ class DownloadConfig:
     )
     url_template: str | None = field(
         default=None,
-        metadata={"help": "URL for {youtube_id} instead of YouTube (tests).", "hidden": True},
+        metadata={
+            "help": "youtube: fetch {youtube_id} from this URL instead of YouTube (a server "
+            "you run; the tests use a loopback one)."
+        },
+    )
+    allow_file_urls: bool = field(
+        default=False,
+        metadata={
+            "help": "mirror: also accept file:// URLs (local tarballs).",
+            "flags": ("--allow-file-urls",),
+        },
+    )
+    max_archive_gb: float = field(
+        default=64.0, metadata={"help": "mirror: refuse an archive larger than this (GB)."}
+    )
+    max_member_mb: float = field(
+        default=1024.0,
+        metadata={"help": "mirror: refuse a clip in an archive larger than this (MB)."},
+    )
+    archive_timeout: float = field(
+        default=6 * 3600.0,
+        metadata={"help": "mirror: seconds one archive download may take, all tries."},
     )
 
     def __post_init__(self) -> None:
@@ -115,7 +136,10 @@ class DownloadConfig:
                 problems.append(f"--mirror-urls ({str(self.mirror_urls)!r}) is not a file")
             else:
                 try:
-                    parse_mirror_list(self.mirror_urls.read_text(encoding="utf-8"))
+                    parse_mirror_list(
+                        self.mirror_urls.read_text(encoding="utf-8"),
+                        allow_file=self.allow_file_urls,
+                    )
                 except ValueError as exc:
                     problems.append(f"--mirror-urls: {exc}")
         if self.workers < 1:
@@ -147,6 +171,13 @@ class DownloadConfig:
                 parse_rate(self.rate_limit)
             except ValueError as exc:
                 problems.append(str(exc))
+        for flag, value in (
+            ("--max-archive-gb", self.max_archive_gb),
+            ("--max-member-mb", self.max_member_mb),
+            ("--archive-timeout", self.archive_timeout),
+        ):
+            if not value > 0:
+                problems.append(f"{flag} ({value}) must be > 0")
         if self.url_template is not None and "{youtube_id}" not in self.url_template:
             problems.append(f"--url-template ({self.url_template!r}) must contain {{youtube_id}}")
         if problems:
@@ -196,8 +227,13 @@ def match_clip_name(name: str, by_clip: dict[str, Any], by_youtube: dict[str, An
     return None
 
 
-def parse_mirror_list(text: str) -> list[tuple[str, str | None]]:
-    """Lines of ``URL [sha256]`` (``#`` comments, blank lines ignored) -> pairs."""
+def parse_mirror_list(text: str, *, allow_file: bool = False) -> list[tuple[str, str | None]]:
+    """Lines of ``URL [sha256]`` (``#`` comments, blank lines ignored) -> pairs.
+
+    Only ``http(s)://`` URLs: a list handed over by someone else must not make
+    kprep read local files. ``file://`` only with ``allow_file`` (the explicit
+    ``--allow-file-urls``, for tests and benchmarks on local tarballs).
+    """
     entries: list[tuple[str, str | None]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -206,7 +242,12 @@ def parse_mirror_list(text: str) -> list[tuple[str, str | None]]:
         parts = line.split()
         url = parts[0]
         checksum = parts[1].lower() if len(parts) > 1 else None
-        if not re.match(r"^(https?|file)://", url):
+        if url.lower().startswith("file://") and not allow_file:
+            raise ValueError(
+                f"mirror list line {number}: {url!r} is a local file URL; "
+                "pass --allow-file-urls to read local tarballs"
+            )
+        if not re.match(r"^(https?://|file://)", url, re.IGNORECASE):
             raise ValueError(f"mirror list line {number}: {url!r} is not an http(s) URL")
         if checksum is not None and not re.fullmatch(r"[0-9a-f]{64}", checksum):
             raise ValueError(f"mirror list line {number}: {parts[1]!r} is not a sha256 hex digest")

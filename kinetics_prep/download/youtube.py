@@ -246,6 +246,13 @@ def _youtube_fetch(row: ClipRow, config: DownloadConfig) -> Path:
             time_end=row.time_end,
             outtmpl=str(work / "clip.%(ext)s"),
         )
+        if config.cookies is not None:
+            # yt-dlp saves cookies back on close: with several workers the user's file
+            # would be rewritten concurrently (and can end up empty). Each download
+            # reads its own copy; the user's file is never written.
+            private = work / ".cookies.txt"
+            shutil.copyfile(config.cookies, private)
+            options["cookiefile"] = str(private)
         with YoutubeDL(options) as ydl:
             info = ydl.extract_info(video_url(row.youtube_id, config.url_template), download=True)
         produced = [
