@@ -18,9 +18,28 @@ def demo(
     clips_per_class: int = typer.Option(
         125, "--clips-per-class", help="Synthetic clips per class."
     ),
-    max_steps: int = typer.Option(500, "--max-steps", help="LoRA training steps (batch 8)."),
+    train_mode: str = typer.Option(
+        "embeddings",
+        "--train-mode",
+        help="embeddings: token embeddings + projector on the random tiny model (learns); "
+        "lora: LoRA adapters on the pretrained tiny base (the product's route; does not learn "
+        "the demo task yet, see docs/evaluation.md).",
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Training steps, batch 8 (default: 1200 embeddings, 500 lora)."
+    ),
+    control_steps: int = typer.Option(
+        None,
+        "--control-steps",
+        help="Steps of the order-blind control (default: 400 embeddings, 500 lora).",
+    ),
     learning_rate: float = typer.Option(
-        5e-3, "--learning-rate", help="Learning rate of the LoRA adapters (text layers)."
+        None,
+        "--learning-rate",
+        help="Learning rate of the text layers' LoRA adapters (default: 0 embeddings, 5e-3 lora).",
+    ),
+    embedding_lr: float = typer.Option(
+        1e-2, "--embedding-lr", help="Learning rate of the token embeddings (embeddings mode)."
     ),
     projector_lr: float = typer.Option(
         3e-3, "--projector-lr", help="Learning rate of the vision->text projector (0: frozen)."
@@ -38,7 +57,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the clips, the split and training."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
-    """Prove on a CPU that kprep's LoRA training teaches Gemma 4 to read frame order."""
+    """Prove on a CPU that kprep's training teaches a tiny Gemma 4 to read frame order."""
     import logging
 
     logging.basicConfig(
@@ -60,8 +79,11 @@ def demo(
         config = DemoConfig(
             output_dir=str(output_dir),
             clips_per_class=clips_per_class,
+            train_mode=train_mode,
             max_steps=max_steps,
+            control_steps=control_steps,
             learning_rate=learning_rate,
+            embedding_lr=embedding_lr,
             projector_lr=projector_lr,
             control=control,
             eval_split=eval_split,
