@@ -132,13 +132,17 @@ def _run_demo_cli(output_dir, *extra):
     return result, json.loads((output_dir / "demo_report.json").read_text())
 
 
-def test_kprep_demo_wires_every_stage(tmp_path):
+@pytest.mark.parametrize("mode", ["embeddings", "lora"])
+def test_kprep_demo_wires_every_stage(tmp_path, mode):
     """A miniature demo: every stage runs through its real code path and reports."""
     from trainer.demo import REPORT_KEYS
 
     out = tmp_path / "demo"
-    result, report = _run_demo_cli(out, "--clips-per-class", "8", "--max-steps", "2")
-    for stage in ("clips", "extract", "manifest", "train", "control", "eval", "sheet"):
+    extra = () if mode == "embeddings" else ("--train-mode", "lora")  # embeddings: the default
+    result, report = _run_demo_cli(
+        out, "--clips-per-class", "8", "--max-steps", "2", "--control-steps", "1", *extra
+    )
+    for stage in ("clips", "extract", "manifest", "model", "train", "control", "eval", "sheet"):
         assert stage in report["stage_seconds"]
         assert stage in result.output
     for order in ("normal", "shuffled", "reversed"):
@@ -147,20 +151,37 @@ def test_kprep_demo_wires_every_stage(tmp_path):
     for key in ("top1", "top1_shuffled", "top1_reversed", "order_blind_control_top1"):
         assert 0 <= report[key] <= 1
     assert report["order_blind_ceiling"] == pytest.approx(0.5, abs=0.005)
-    assert report["train_steps"] == 2 and report["seed"] == 0
+    assert report["train_steps"] == 2 and report["control_steps"] == 1 and report["seed"] == 0
     assert report["labels"] == sorted(DEMO_CLASSES)
     assert set(report["splits"]) == {"train", "validation", "test"}
     assert sum(report["splits"].values()) == 32 and min(report["splits"].values()) >= 1
-    # the product's default kind of run: a PEFT LoRA adapter on the text layers + the projector
+    assert report["train_mode"] == mode
+    assert report["targets_met"] is False  # 2 steps learn nothing (and embeddings is not lora)
     run = Path(report["run_dir"])
-    assert report["train_mode"] == "lora" and report["lora_modules"] > 0
-    assert (run / "adapter_config.json").is_file() and (run / "adapter_model.safetensors").is_file()
     summary = json.loads((run / "training_summary.json").read_text())
-    assert summary["adapter"] is True and summary["recipe"]["use_lora"] is True
-    assert set(summary["trainable_by_part"]) == {"text", "projector"}
     assert summary["trainable_params"] == report["trainable_parameters"]
-    assert "embeddings" not in summary["effective"]["param_groups"]
-    assert summary["trainable_by_part"]["text"] < 0.2 * summary["total_params"]  # adapters only
+    groups = summary["effective"]["param_groups"]
+    if mode == "lora":
+        # the product's default kind of run: a PEFT LoRA adapter on the text layers + projector
+        assert report["lora_modules"] > 0
+        assert (run / "adapter_config.json").is_file()
+        assert (run / "adapter_model.safetensors").is_file()
+        assert summary["adapter"] is True and summary["recipe"]["use_lora"] is True
+        assert set(summary["trainable_by_part"]) == {"text", "projector"}
+        assert "embeddings" not in groups
+        assert summary["trainable_by_part"]["text"] < 0.2 * summary["total_params"]
+        assert "tiny-gemma4-pretrained" in report["base_model"]
+    else:
+        # the embeddings recipe: text layers at lr 0, token embeddings and projector train,
+        # on the random tiny model with a linear position table built into seed-0/model
+        assert summary["adapter"] is False and summary["recipe"]["use_lora"] is False
+        assert groups["embeddings"] == pytest.approx(1e-2) and groups["text"] == 0
+        assert groups["projector"] == pytest.approx(3e-3)
+        assert Path(report["base_model"]) == out / "seed-0" / "model"
+        build = json.loads((out / "seed-0" / "model" / "tiny_build.json").read_text())
+        assert build["built_by"] == "trainer.demo.build_demo_model"
+    demo_md = (out / "demo_report.md").read_text()
+    assert f"Train mode `{mode}`" in demo_md
     # the splits do not overlap, and the figures come from the test split
     data = out / "seed-0" / "data"
     ids = {
@@ -180,7 +201,7 @@ def test_kprep_demo_wires_every_stage(tmp_path):
         [c["image"] for c in e["messages"][0]["content"] if c["type"] == "image"] for e in permuted
     ]
     assert any(f != sorted(f) for f in frames)
-    assert (out / "seed-0" / "control" / "adapter_config.json").is_file()
+    assert (out / "seed-0" / "control" / "training_summary.json").is_file()
     # pictures, linked from the markdown reports
     for picture, least in (
         (run / "loss_curve.png", 5_000),
@@ -190,14 +211,13 @@ def test_kprep_demo_wires_every_stage(tmp_path):
         assert picture.is_file() and picture.stat().st_size > least, picture
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(eval_report_confusion.png)" in (out / "eval_report.md").read_text()
-    demo_md = (out / "demo_report.md").read_text()
     assert "(contact_sheet.png)" in demo_md and "loss_curve.png" in demo_md
 
 
 def test_kprep_demo_keeps_each_seed_apart(tmp_path):
     """`kprep demo --seed 1` into a folder of a seed-0 demo writes its own clips and frames."""
     out = tmp_path / "demo"
-    common = ("--clips-per-class", "4", "--max-steps", "1", "--no-control")
+    common = ("--clips-per-class", "4", "--max-steps", "1", "--no-control", "--train-mode", "lora")
     _run_demo_cli(out, *common)
     seed0 = {p: p.read_bytes() for p in (out / "seed-0" / "clips").rglob("*.mp4")}
     _, report = _run_demo_cli(out, *common, "--seed", "1")
@@ -269,6 +289,8 @@ def test_demo_settings_are_checked_together():
     with pytest.raises(DemoError) as err:
         DemoConfig(max_steps=0, projector_lr=-1.0, frame_size=20, test_fraction=0.8)
     message = str(err.value)
+    with pytest.raises(DemoError, match="--train-mode .'full'. must be one of embeddings, lora"):
+        DemoConfig(train_mode="full")
     assert "--max-steps (0) must be >= 1" in message
     assert "--projector-lr (-1.0) must be >= 0" in message
     assert "--val-fraction + --test-fraction" in message

@@ -93,7 +93,7 @@ Stage = Callable[[str, str], None]  # (stage, message)
 # the route; it does not learn the task yet (docs/evaluation.md).
 TRAIN_MODES = ("embeddings", "lora")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "embeddings": {"max_steps": 1200, "control_steps": 400, "learning_rate": 0.0},
+    "embeddings": {"max_steps": 1800, "control_steps": 1200, "learning_rate": 0.0},
     "lora": {"max_steps": 500, "control_steps": 500, "learning_rate": 5e-3},
 }
 

@@ -26,12 +26,12 @@ def demo(
         "the demo task yet, see docs/evaluation.md).",
     ),
     max_steps: int = typer.Option(
-        None, "--max-steps", help="Training steps, batch 8 (default: 1200 embeddings, 500 lora)."
+        None, "--max-steps", help="Training steps, batch 8 (default: 1800 embeddings, 500 lora)."
     ),
     control_steps: int = typer.Option(
         None,
         "--control-steps",
-        help="Steps of the order-blind control (default: 400 embeddings, 500 lora).",
+        help="Steps of the order-blind control (default: 1200 embeddings, 500 lora).",
     ),
     learning_rate: float = typer.Option(
         None,
