@@ -255,27 +255,34 @@ def full_demo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kprep_demo_trains_lora_and_its_control_stays_order_blind(full_demo):
-    """What the default demo must show whatever the accuracy: the product's LoRA run, the
-    exact ceiling, an order-blind control that cannot beat it, test figures."""
+def test_default_demo_learns_frame_order_and_its_control_does_not(full_demo):
+    """The default demo (train_mode embeddings, seed 0) beats the order-blind ceiling in order,
+    falls far below chance reversed, and its order-blind control does not beat the ceiling.
+    Measured: top1 0.66, reversed 0.01, control 0.22 (docs/evaluation.md); bounds with margin
+    (100 test clips: one standard error is about 0.05)."""
     report = full_demo
-    assert report["train_mode"] == "lora" and report["eval_split"] == "test", report
+    assert report["train_mode"] == "embeddings" and report["eval_split"] == "test", report
     assert report["order_blind_ceiling"] == pytest.approx(0.5, abs=0.005)
+    assert report["top1"] >= 0.55, report  # above the exact order-blind ceiling 0.50
+    assert report["top1_reversed"] <= 0.20, report  # reads order: reversed -> opposite class
     assert report["order_blind_control_top1"] <= 0.60, report
+    assert report["targets_met"] is False  # the issue's targets require train_mode lora
     summary = json.loads((Path(report["run_dir"]) / "training_summary.json").read_text())
-    assert set(summary["trainable_by_part"]) == {"text", "projector"}
-    assert summary["adapter"] is True
+    assert summary["adapter"] is False
+    assert set(summary["effective"]["param_groups"]) == {"embeddings", "projector"}
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="not met yet: LoRA on the shipped pretrained base stays near chance on the test "
-    "split (docs/evaluation.md, 'Measured runs'); remove this mark once a base meets them",
+    reason="not met yet: the default demo trains embeddings, not LoRA (LoRA on the shipped "
+    "pretrained base stays at chance), and reaches 0.66 top-1 (docs/evaluation.md, 'Measured "
+    "runs'); remove this mark once the default run meets them",
 )
 def test_kprep_demo_meets_issue_targets(full_demo):
     """Issue 13's targets on the test split: top1 >= 0.90, reversed <= 0.10, control <= 0.60,
-    whole demo within 10 minutes."""
+    whole demo within 10 minutes, through the LoRA route."""
+    assert full_demo["train_mode"] == "lora", full_demo["train_mode"]
     assert full_demo["top1"] >= 0.90, full_demo
     assert full_demo["top1_reversed"] <= 0.10, full_demo
     assert full_demo["order_blind_control_top1"] <= 0.60, full_demo
