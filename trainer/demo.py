@@ -1,4 +1,4 @@
-"""`kprep demo`: the whole pipeline on a CPU, proving that LoRA training teaches frame order.
+"""`kprep demo`: the whole pipeline on a CPU, showing that training teaches frame order.
 
 Stages, each a function below and each through the same library function as its
 `kprep` command:
@@ -17,15 +17,20 @@ Stages, each a function below and each through the same library function as its
    map; :func:`split_three_ways` then cuts it into train / validation / test
    with the product's own seeded group split (validation for tuning, test for
    every reported figure).
-4. ``train`` (`kprep train`, its default kind of run): a LoRA adapter on the
-   text layers' q/k/v/o/gate/up/down projections, saved as a PEFT adapter, with
-   the vision->text projector training through ``--projector-lr``; the base is
-   the packaged *pretrained* tiny Gemma 4 (:mod:`trainer.pretrain_tiny`: it
-   learned to name where a square is in ONE still frame, nothing about motion).
-5. ``control``: the same recipe on the same clips with every training sample's
+4. ``model`` / ``train`` (`kprep train`), by ``train_mode``:
+   ``embeddings`` (default): text layers frozen (lr 0), the token embeddings
+   (tied to the read-out) and the projector train, on the packaged *random*
+   tiny Gemma 4 with a linear position table (:func:`build_demo_model`, built
+   into ``seed-N/model``); this learns the task (docs/evaluation.md).
+   ``lora``: a LoRA adapter on the text layers' q/k/v/o/gate/up/down
+   projections, saved as a PEFT adapter, with the vision->text projector
+   training through ``--projector-lr``; the base is the packaged *pretrained*
+   tiny Gemma 4 (:mod:`trainer.pretrain_tiny`: trained on ONE still frame,
+   nothing about motion). It stays at chance so far (docs/evaluation.md).
+5. ``control``: the same mode and recipe (``control_steps`` steps) on the same clips with every training sample's
    frames permuted at random, so order carries no signal: its test top-1 must
    stay near the order-blind ceiling.
-6. ``eval`` (`kprep eval`, which loads the adapter with
+6. ``eval`` (`kprep eval`, which loads a LoRA adapter with
    ``PeftModel.from_pretrained``): test top-1 with the frames in order,
    shuffled and reversed, and the control's in order.
 7. ``sheet``: ``contact_sheet.png``, a few test clips' frames in order and
@@ -34,10 +39,10 @@ Stages, each a function below and each through the same library function as its
 ``DIR/demo_report.json`` holds the figures (keys in :data:`REPORT_KEYS`),
 ``DIR/eval_report.json`` / ``.md`` the full evaluation.
 
-Why a pretrained base: on the random tiny model the read-out is the tied
+Why the LoRA mode needs a pretrained base: on the random tiny model the read-out is the tied
 embedding matrix (std 0.016 at hidden 64), which LoRA cannot change, and the
 random body has no vision->text path to adapt; LoRA sat at chance there
-(issue 13). Real LoRA adapts a pretrained Gemma 4, so the demo does too.
+(issue 13). Real LoRA adapts a pretrained Gemma 4, so the demo's LoRA mode does too.
 """
 
 from __future__ import annotations
