@@ -1,11 +1,11 @@
 """Pretrain the demo's tiny Gemma 4 on a single-frame task, so LoRA has a base to adapt.
 
-Why: ``kprep demo`` trains the way the product does (LoRA on the text layers,
-the projector through ``--projector-lr``). On a *random* tiny Gemma 4 that
+Why: ``kprep demo --train-mode lora`` trains the way the product does (LoRA on
+the text layers, the projector through ``--projector-lr``). On a *random* tiny Gemma 4 that
 cannot work: the read-out is the tied embedding matrix (std 0.016 at hidden
 64), which LoRA cannot change, and the random body has no vision->text path to
 adapt (issue 13 measured top-1 at chance after 1,500 LoRA steps). Real LoRA
-starts from a pretrained Gemma 4, so the demo does too: this script pretrains
+starts from a pretrained Gemma 4, so the demo's LoRA mode does too: this script pretrains
 the tiny model once, on a *different* task, and the weights ship as package
 data (``trainer/assets/tiny-gemma4-pretrained/``).
 
