@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["build_manifest e2e"] = run_e2e(args.e2e_clips, jpegs, labels, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    import resource
+
+    # peak RSS of this whole process (Linux reports ru_maxrss in KiB)
+    results["peak RSS MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(results, indent=2))
     return results
 

@@ -68,12 +68,12 @@ def test_train_into_a_used_output_dir_needs_resume(tiny_lora_run, tmp_path):
     assert files(used) == before  # the earlier adapter and summary are untouched
 
 
-def test_demo_refuses_model_and_run_folders_it_did_not_write(tmp_path):
+def test_demo_refuses_run_folders_it_did_not_write(tmp_path):
     out = tmp_path / "demo"
-    (out / "model").mkdir(parents=True)
-    (out / "model" / "weights.bin").write_bytes(b"my model")
+    (out / "seed-0" / "run").mkdir(parents=True)
+    (out / "seed-0" / "run" / "weights.bin").write_bytes(b"my model")
     result = invoke("demo", "--output-dir", out, "--clips-per-class", "2", "--max-steps", "1")
     assert result.exit_code == 2
     assert "kprep did not write" in result.output and "--output-dir" in result.output
-    assert (out / "model" / "weights.bin").read_bytes() == b"my model"
-    assert not (out / "clips").exists()  # refused before any work
+    assert (out / "seed-0" / "run" / "weights.bin").read_bytes() == b"my model"
+    assert not (out / "seed-0" / "clips").exists()  # refused before any work

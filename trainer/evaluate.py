@@ -539,6 +539,7 @@ def evaluate(config: EvalConfig, *, progress: Progress | None = None) -> dict[st
         "trained_on": len(overlap),
         "num_videos": sum(s.video is not None for s in samples),
         "num_labels": len(matcher.labels),
+        "labels": list(matcher.labels),
         "answer_template": matcher.template,
         "method": config.method,
         "chance_top1": 1 / len(matcher.labels),

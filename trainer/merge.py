@@ -111,3 +111,11 @@ def merge(
         raise
     logger.info("merged %s into %s -> %s", adapter, base, output)
     return output
+
+
+def _embedding_lr_text(recipe: dict, use_lora: bool) -> str:
+    """The token embeddings' learning rate as training used it (LoRA keeps them frozen)."""
+    if use_lora:
+        return "frozen"
+    rate = recipe.get("embedding_lr")
+    return str(recipe.get("learning_rate") if rate is None else rate)

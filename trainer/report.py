@@ -9,12 +9,15 @@ answer and its label, top-k ranked labels) into the run's metrics;
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kinetics_prep.fileio import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 
@@ -138,6 +141,21 @@ def per_class_table(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _confusion_png(report: dict[str, Any], path: Path) -> Path | None:
+    """``<report>_confusion.png`` beside the report (None without matplotlib)."""
+    try:
+        from trainer.plots import confusion_matrices
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the train extra
+        logger.warning("no confusion matrix (%s): pip install matplotlib", exc)
+        return None
+    labels = report.get("labels") or sorted(
+        {row["label"] for run in report["runs"] for row in run["predictions"]}
+    )
+    return confusion_matrices(
+        report["runs"], path.with_name(f"{path.stem}_confusion.png"), labels=labels
+    )
+
+
 def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write the JSON report and a markdown summary beside it (``.md``); atomic."""
     if report.get("task") == "captions":
@@ -155,6 +173,9 @@ def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
         "",
         markdown_table(report),
     ]
+    confusion = _confusion_png(report, path)
+    if confusion is not None:
+        text += [f"![confusion matrices]({confusion.name})", ""]
     for run in report["runs"]:
         text += [f"## {run['model']}, frames {run['frame_order']}", "", per_class_table(run)]
         if run["confused_pairs"]:

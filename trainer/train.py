@@ -472,6 +472,7 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
             "and --max-steps",
             summary["global_step"],
         )
+    summary["loss_curve"] = _loss_curve(trainer.state.log_history, output_dir)
     atomic_write_text(
         output_dir / TRAINING_SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n"
     )
@@ -485,6 +486,17 @@ def _train(config: TrainConfig, model: Any, *, deepspeed, bf16: bool, cuda: bool
         output_dir,
     )
     return summary
+
+
+def _loss_curve(log_history, output_dir: Path) -> str | None:
+    """Draw ``loss_curve.png`` beside the summary; its file name, or None without matplotlib."""
+    try:
+        from trainer.plots import LOSS_CURVE_NAME, loss_curve
+    except ImportError as exc:  # pragma: no cover - matplotlib is in the train extra
+        logger.warning("no loss curve (%s): pip install matplotlib", exc)
+        return None
+    loss_curve(log_history, output_dir / LOSS_CURVE_NAME, title=f"kprep train: {output_dir.name}")
+    return LOSS_CURVE_NAME
 
 
 def _summary(
