@@ -29,17 +29,22 @@ def demo(
         "the demo task yet, see docs/evaluation.md).",
     ),
     max_steps: int = typer.Option(
-        None, "--max-steps", help="Training steps, batch 8 (default: 1800 embeddings, 500 lora)."
+        None,
+        "--max-steps",
+        help="Training steps, batch 8.",
+        show_default="1800 embeddings, 500 lora",
     ),
     control_steps: int = typer.Option(
         None,
         "--control-steps",
-        help="Steps of the order-blind control (default: 1200 embeddings, 500 lora).",
+        help="Steps of the order-blind control.",
+        show_default="1200 embeddings, 500 lora",
     ),
     learning_rate: float = typer.Option(
         None,
         "--learning-rate",
-        help="Learning rate of the text layers' LoRA adapters (default: 0 embeddings, 5e-3 lora).",
+        help="Learning rate of the text layers' LoRA adapters.",
+        show_default="0 embeddings, 5e-3 lora",
     ),
     embedding_lr: float = typer.Option(
         1e-2, "--embedding-lr", help="Learning rate of the token embeddings (embeddings mode)."
