@@ -561,6 +561,21 @@ class _Worker:
         self.results.close()
 
 
+def _crashed_record(process: Any, clip: Clip, seconds: float) -> dict[str, Any]:
+    """The record of a clip whose decoding process died, with how it exited."""
+    try:
+        code = process.wait(timeout=5)
+    except Exception:  # noqa: BLE001 - still alive after closing its pipe
+        code = None
+    return _lost_record(
+        clip,
+        "crashed",
+        f"the decoding process died ({_describe_exit(code)}); "
+        "the file likely crashes the decoder: try another --decoder or re-download it",
+        seconds,
+    )
+
+
 def _lost_record(clip: Clip, status: str, error: str, seconds: float) -> dict[str, Any]:
     record = _empty_record(clip.clip_id, str(clip.path))
     record.update(status=status, error=error, reason=status, seconds=round(seconds, 4))
@@ -631,17 +646,7 @@ def _run_pool(
                             )
                         replace(index)
                         continue
-                    try:
-                        code = worker.process.wait(timeout=5)
-                    except Exception:  # noqa: BLE001 - still alive after closing its pipe
-                        code = None
-                    lost = _lost_record(
-                        clip,
-                        "crashed",
-                        f"the decoding process died ({_describe_exit(code)}); "
-                        "the file likely crashes the decoder: try another --decoder or re-download it",
-                        now - worker.started,
-                    )
+                    lost = _crashed_record(worker.process, clip, now - worker.started)
                 elif not worker.ready and now - worker.spawned >= STARTUP_TIMEOUT:
                     # Hung while starting (before its first clip): never wait forever.
                     start_failures += 1
@@ -727,17 +732,7 @@ def extract_task(clip_id: str, video_path: str, settings: dict[str, Any], timeou
         if record is not None:
             worker.clip = None
             return record
-        try:
-            code = worker.process.wait(timeout=5)
-        except Exception:  # noqa: BLE001 - still alive after closing its pipe
-            code = None
-        lost = _lost_record(
-            clip,
-            "crashed",
-            f"the decoding process died ({_describe_exit(code)}); "
-            "the file likely crashes the decoder: try another --decoder or re-download it",
-            time.monotonic() - worker.started,
-        )
+        lost = _crashed_record(worker.process, clip, time.monotonic() - worker.started)
     else:
         lost = _lost_record(
             clip,
