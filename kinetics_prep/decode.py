@@ -508,8 +508,8 @@ def _read_pyav_indexed(path: str, pick: Pick, threads: int) -> DecodedFrames:
                 context.flush_buffers()
                 decoded_pts, arrays, stopped = _decode_pass(context, packets, wanted)
                 full = True
-        except _Untrusted as untrusted:
-            raise _Untrusted(len(order), untrusted.why) from None
+        except _Untrusted as late:  # found while decoding: the packet count is the guess
+            raise _Untrusted(len(order), late.why) from None
         if stopped is not None:
             raise DecodeError(
                 f"decoding failed ({len(order)} packets): {stopped}"

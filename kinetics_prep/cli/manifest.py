@@ -184,12 +184,17 @@ def push(values: dict[str, Any], path: Path, repo_id: str) -> None:
     from kinetics_prep.publish import push as publish
 
     options = PushOptions(**values)
-    ids = {"base_model_id": options.base_model_id, "dataset_id": options.dataset_id}
     if options.dry_run is not None:
         from kinetics_prep.paths import check_output
 
         check_output(options.dry_run, "--dry-run", kind="dir", inputs={"PATH": path})
-        kind, staged = stage(path, options.dry_run, repo_id=repo_id, **ids)
+        kind, staged = stage(
+            path,
+            options.dry_run,
+            repo_id=repo_id,
+            base_model_id=options.base_model_id,
+            dataset_id=options.dataset_id,
+        )
     else:
         result = publish(
             path,
@@ -197,7 +202,8 @@ def push(values: dict[str, Any], path: Path, repo_id: str) -> None:
             public=options.public,
             overwrite=options.overwrite,
             token=options.token,
-            **ids,
+            base_model_id=options.base_model_id,
+            dataset_id=options.dataset_id,
         )
         kind, staged = result.kind, result.staged
     if kind == "dataset":

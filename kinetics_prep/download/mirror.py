@@ -268,7 +268,7 @@ def _data_filter(member: tarfile.TarInfo, dest: str) -> None:
     error = getattr(tarfile, "FilterError", None)
     if error is None:  # very old tarfile: give it the class the callers catch
         error = type("FilterError", (tarfile.TarError,), {})
-        tarfile.FilterError = error  # type: ignore[attr-defined]
+        tarfile.FilterError = error  # type: ignore[attr-defined,misc,assignment]
     root = os.path.realpath(dest)
 
     def inside(path: str) -> bool:
