@@ -132,15 +132,13 @@ def _run_demo_cli(output_dir, *extra):
     return result, json.loads((output_dir / "demo_report.json").read_text())
 
 
-@pytest.mark.parametrize("mode", ["embeddings", "lora"])
-def test_kprep_demo_wires_every_stage(tmp_path, mode):
+def test_kprep_demo_wires_every_stage(tmp_path):
     """A miniature demo: every stage runs through its real code path and reports."""
     from trainer.demo import REPORT_KEYS
 
     out = tmp_path / "demo"
-    extra = () if mode == "embeddings" else ("--train-mode", "lora")  # embeddings: the default
     result, report = _run_demo_cli(
-        out, "--clips-per-class", "8", "--max-steps", "2", "--control-steps", "1", *extra
+        out, "--clips-per-class", "8", "--max-steps", "2", "--control-steps", "1"
     )
     for stage in ("clips", "extract", "manifest", "model", "train", "control", "eval", "sheet"):
         assert stage in report["stage_seconds"]
@@ -155,33 +153,24 @@ def test_kprep_demo_wires_every_stage(tmp_path, mode):
     assert report["labels"] == sorted(DEMO_CLASSES)
     assert set(report["splits"]) == {"train", "validation", "test"}
     assert sum(report["splits"].values()) == 32 and min(report["splits"].values()) >= 1
-    assert report["train_mode"] == mode
-    assert report["targets_met"] is False  # 2 steps learn nothing (and embeddings is not lora)
+    assert report["targets_met"] is False  # 2 steps learn nothing
     run = Path(report["run_dir"])
     summary = json.loads((run / "training_summary.json").read_text())
     assert summary["trainable_params"] == report["trainable_parameters"]
     groups = summary["effective"]["param_groups"]
-    if mode == "lora":
-        # the product's default kind of run: a PEFT LoRA adapter on the text layers + projector
-        assert report["lora_modules"] > 0
-        assert (run / "adapter_config.json").is_file()
-        assert (run / "adapter_model.safetensors").is_file()
-        assert summary["adapter"] is True and summary["recipe"]["use_lora"] is True
-        assert set(summary["trainable_by_part"]) == {"text", "projector"}
-        assert "embeddings" not in groups
-        assert summary["trainable_by_part"]["text"] < 0.2 * summary["total_params"]
-        assert "tiny-gemma4-pretrained" in report["base_model"]
-    else:
-        # the embeddings recipe: text layers at lr 0, token embeddings and projector train,
-        # on the random tiny model with a linear position table built into seed-0/model
-        assert summary["adapter"] is False and summary["recipe"]["use_lora"] is False
-        assert groups == {"embeddings": pytest.approx(1e-2), "projector": pytest.approx(3e-3)}
-        assert set(summary["trainable_by_part"]) == {"text", "projector"}  # text = embeddings
-        assert Path(report["base_model"]) == out / "seed-0" / "model"
-        build = json.loads((out / "seed-0" / "model" / "tiny_build.json").read_text())
-        assert build["built_by"] == "trainer.demo.build_demo_model"
+    # the product's default kind of run: a PEFT LoRA adapter on the text layers + projector,
+    # no embedding or full fine-tuning
+    assert report["lora_modules"] > 0
+    assert (run / "adapter_config.json").is_file()
+    assert (run / "adapter_model.safetensors").is_file()
+    assert summary["adapter"] is True and summary["recipe"]["use_lora"] is True
+    assert set(summary["trainable_by_part"]) == {"text", "projector"}
+    assert "embeddings" not in groups
+    assert groups["projector"] == pytest.approx(1e-3)
+    assert summary["trainable_by_part"]["text"] < 0.2 * summary["total_params"]
+    assert "tiny-gemma4-pretrained" in report["base_model"]
     demo_md = (out / "demo_report.md").read_text()
-    assert f"Train mode `{mode}`" in demo_md
+    assert "A LoRA adapter (" in demo_md
     # the splits do not overlap, and the figures come from the test split
     data = out / "seed-0" / "data"
     ids = {
@@ -217,7 +206,7 @@ def test_kprep_demo_wires_every_stage(tmp_path, mode):
 def test_kprep_demo_keeps_each_seed_apart(tmp_path):
     """`kprep demo --seed 1` into a folder of a seed-0 demo writes its own clips and frames."""
     out = tmp_path / "demo"
-    common = ("--clips-per-class", "4", "--max-steps", "1", "--no-control", "--train-mode", "lora")
+    common = ("--clips-per-class", "4", "--max-steps", "1", "--no-control")
     _run_demo_cli(out, *common)
     seed0 = {p: p.read_bytes() for p in (out / "seed-0" / "clips").rglob("*.mp4")}
     _, report = _run_demo_cli(out, *common, "--seed", "1")
@@ -255,49 +244,37 @@ def full_demo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_default_demo_learns_frame_order_and_its_control_does_not(full_demo):
-    """The default demo (train_mode embeddings, seed 0) beats the order-blind ceiling in order,
-    falls far below chance reversed, and its order-blind control does not beat the ceiling.
-    Measured: top1 0.66, reversed 0.01, control 0.22 (docs/evaluation.md); bounds with margin
-    (100 test clips: one standard error is about 0.05)."""
-    report = full_demo
-    assert report["train_mode"] == "embeddings" and report["eval_split"] == "test", report
-    assert report["order_blind_ceiling"] == pytest.approx(0.5, abs=0.005)
-    assert report["top1"] >= 0.55, report  # above the exact order-blind ceiling 0.50
-    assert report["top1_reversed"] <= 0.20, report  # reads order: reversed -> opposite class
-    assert report["order_blind_control_top1"] <= 0.60, report
-    assert report["targets_met"] is False  # the issue's targets require train_mode lora
-    summary = json.loads((Path(report["run_dir"]) / "training_summary.json").read_text())
-    assert summary["adapter"] is False
-    assert set(summary["effective"]["param_groups"]) == {"embeddings", "projector"}
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: the default demo trains embeddings, not LoRA (LoRA on the shipped "
-    "pretrained base stays at chance), and reaches 0.66 top-1 (docs/evaluation.md, 'Measured "
-    "runs'); remove this mark once the default run meets them",
-)
 def test_kprep_demo_meets_issue_targets(full_demo):
-    """Issue 13's targets on the test split: top1 >= 0.90, reversed <= 0.10, control <= 0.60,
-    whole demo within 10 minutes, through the LoRA route."""
-    assert full_demo["train_mode"] == "lora", full_demo["train_mode"]
+    """Issue 13's targets on the test split, through the LoRA route: top1 >= 0.90,
+    reversed <= 0.10, order-blind control <= 0.60, exact ceiling 0.50, whole demo within
+    10 minutes. The default run (seed 0); docs/evaluation.md has seeds 0-4."""
+    assert full_demo["eval_split"] == "test", full_demo
+    assert full_demo["order_blind_ceiling"] == pytest.approx(0.5, abs=0.005)
     assert full_demo["top1"] >= 0.90, full_demo
     assert full_demo["top1_reversed"] <= 0.10, full_demo
     assert full_demo["order_blind_control_top1"] <= 0.60, full_demo
     assert full_demo["total_seconds"] <= 600, full_demo["stage_seconds"]
     assert full_demo["targets_met"] is True
+    summary = json.loads((Path(full_demo["run_dir"]) / "training_summary.json").read_text())
+    assert summary["adapter"] is True and set(summary["trainable_by_part"]) == {
+        "text",
+        "projector",
+    }
 
 
-def test_demo_settings_are_checked_together():
+def test_demo_settings_are_checked_together(tmp_path):
     from trainer.demo import DemoConfig, DemoError
 
     with pytest.raises(DemoError) as err:
-        DemoConfig(max_steps=0, projector_lr=-1.0, frame_size=20, test_fraction=0.8)
+        DemoConfig(
+            max_steps=0,
+            projector_lr=-1.0,
+            frame_size=20,
+            test_fraction=0.8,
+            base_model=str(tmp_path / "nowhere"),
+        )
     message = str(err.value)
-    with pytest.raises(DemoError, match="--train-mode .'full'. must be one of embeddings, lora"):
-        DemoConfig(train_mode="full")
+    assert f"--base-model ({tmp_path / 'nowhere'}) has no config.json" in message
     assert "--max-steps (0) must be >= 1" in message
     assert "--projector-lr (-1.0) must be >= 0" in message
     assert "--val-fraction + --test-fraction" in message

@@ -17,16 +17,13 @@ Stages, each a function below and each through the same library function as its
    map; :func:`split_three_ways` then cuts it into train / validation / test
    with the product's own seeded group split (validation for tuning, test for
    every reported figure).
-4. ``model`` / ``train`` (`kprep train`), by ``train_mode``:
-   ``embeddings`` (default): text layers frozen (lr 0), the token embeddings
-   (tied to the read-out) and the projector train, on the packaged *random*
-   tiny Gemma 4 with a linear position table (:func:`build_demo_model`, built
-   into ``seed-N/model``); this learns the task (docs/evaluation.md).
-   ``lora``: a LoRA adapter on the text layers' q/k/v/o/gate/up/down
-   projections, saved as a PEFT adapter, with the vision->text projector
-   training through ``--projector-lr``; the base is the packaged *pretrained*
-   tiny Gemma 4 (:mod:`trainer.pretrain_tiny`: trained on ONE still frame,
-   nothing about motion). It stays at chance so far (docs/evaluation.md).
+4. ``model`` / ``train`` (`kprep train`'s default kind of run): a LoRA adapter
+   (r 16, alpha 32) on the text layers' q/k/v/o/gate/up/down projections,
+   saved as a PEFT adapter, with the vision->text projector training through
+   ``--projector-lr``; no embedding or full fine-tuning. The base is the
+   packaged *pretrained* tiny Gemma 4 (:mod:`trainer.pretrain_tiny`: trained
+   on ONE still frame to name where a square is, nothing about motion or
+   order), as real LoRA adapts a pretrained Gemma 4.
 5. ``control``: the same mode and recipe (``control_steps`` steps) on the same clips with every training sample's
    frames permuted at random, so order carries no signal: its test top-1 must
    stay near the order-blind ceiling.
@@ -39,10 +36,10 @@ Stages, each a function below and each through the same library function as its
 ``DIR/demo_report.json`` holds the figures (keys in :data:`REPORT_KEYS`),
 ``DIR/eval_report.json`` / ``.md`` the full evaluation.
 
-Why the LoRA mode needs a pretrained base: on the random tiny model the read-out is the tied
+Why a pretrained base: on the random tiny model the read-out is the tied
 embedding matrix (std 0.016 at hidden 64), which LoRA cannot change, and the
 random body has no vision->text path to adapt; LoRA sat at chance there
-(issue 13). Real LoRA adapts a pretrained Gemma 4, so the demo's LoRA mode does too.
+(issue 13). See :mod:`trainer.pretrain_tiny` for how the base is built.
 """
 
 from __future__ import annotations
@@ -79,7 +76,6 @@ REPORT_KEYS = (
     "top1_reversed",
     "order_blind_ceiling",
     "order_blind_control_top1",
-    "train_mode",
     "lora_modules",
     "trainable_parameters",
     "splits",
@@ -90,17 +86,6 @@ REPORT_KEYS = (
 )
 
 Stage = Callable[[str, str], None]  # (stage, message)
-
-# "embeddings": the text layers stay frozen; the token embeddings (tied to the read-out) and
-# the projector train, on the packaged random tiny Gemma 4 with a linear position table
-# (build_demo_model). This learns the task (docs/evaluation.md).
-# "lora": LoRA adapters on the text layers (+ projector) of the packaged pretrained tiny base,
-# the issue's route; it does not learn the task yet (docs/evaluation.md).
-TRAIN_MODES = ("embeddings", "lora")
-MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "embeddings": {"max_steps": 1800, "control_steps": 1200, "learning_rate": 0.0},
-    "lora": {"max_steps": 500, "control_steps": 500, "learning_rate": 5e-3},
-}
 
 
 @dataclass
@@ -114,16 +99,14 @@ class DemoConfig:
     clip_size: int = 64
     clip_frames: int = 17  # 4 centre samples of 17 frames are symmetric under reversal
     frame_size: int = 32
-    train_mode: str = "embeddings"  # or "lora" (see TRAIN_MODES)
-    max_steps: int | None = None  # None: the mode's default (MODE_DEFAULTS)
-    control_steps: int | None = None  # None: the mode's default for the control
+    max_steps: int = 600
+    control_steps: int = 600  # the order-blind control trains as long as the demo
     batch_size: int = 8
-    learning_rate: float | None = None  # text layers (LoRA adapters); None: the mode's default
-    embedding_lr: float = 1e-2  # embeddings mode: token embeddings = the tied read-out
+    learning_rate: float = 2e-3  # the text layers' LoRA adapters
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    projector_lr: float = 3e-3
+    projector_lr: float = 1e-3
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
     control: bool = True  # also train the order-blind control
@@ -137,13 +120,6 @@ class DemoConfig:
     answer_template: str = "The video shows {label}."
 
     def __post_init__(self) -> None:
-        if self.train_mode not in TRAIN_MODES:
-            raise DemoError(
-                f"--train-mode ({self.train_mode!r}) must be one of {', '.join(TRAIN_MODES)}"
-            )
-        for name, value in MODE_DEFAULTS[self.train_mode].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
         problems = []
         counts = (
             "clips_per_class",
@@ -154,7 +130,7 @@ class DemoConfig:
             "clip_frames",
             "lora_r",
         )
-        rates = ("learning_rate", "projector_lr", "embedding_lr")
+        rates = ("learning_rate", "projector_lr")
         minimums = {**dict.fromkeys(counts, 1), **dict.fromkeys(rates, 0)}
         for name, least in minimums.items():
             if getattr(self, name) < least:
@@ -181,6 +157,10 @@ class DemoConfig:
         if self.clip_size < self.frame_size:
             problems.append(
                 f"--clip-size ({self.clip_size}) must be >= --frame-size ({self.frame_size})"
+            )
+        if self.base_model and not (Path(self.base_model) / "config.json").is_file():
+            problems.append(
+                f"--base-model ({self.base_model}) has no config.json: pass a Gemma 4 model folder"
             )
         if self.clip_frames < 4:
             problems.append(f"--clip-frames ({self.clip_frames}) must be >= 4 (4 are sampled)")
@@ -354,49 +334,23 @@ def _atomic_json(path: Path, value: Any) -> None:
 
 
 def base_model_path(config: DemoConfig) -> Path:
-    """The base the demo trains on.
-
-    ``lora``: the packaged pretrained tiny Gemma 4; ``embeddings``: the packaged random tiny
-    Gemma 4 with a linear position table, built into ``seed-N/model`` (:func:`build_demo_model`).
-    """
+    """The base the demo's LoRA adapts: ``--base-model``, else the packaged pretrained tiny Gemma 4."""
     if config.base_model:
         return Path(config.base_model)
-    if config.train_mode == "embeddings":
-        return config.seed_dir / "model"
     from trainer.pretrain_tiny import pretrained_model_path
 
     return pretrained_model_path()
 
 
-def prepare_base(config: DemoConfig) -> Path:
-    """The ``embeddings`` mode's base, built fresh into ``seed-N/model`` (kprep's own folder)."""
-    model_dir = base_model_path(config)
-    if config.train_mode == "embeddings" and not config.base_model:
-        _replaceable(model_dir, config.seed_dir)
-        build_demo_model(model_dir)
-    return model_dir
-
-
 def train_run(
     config: DemoConfig, data_json: Path, run_dir: Path, *, steps: int | None = None
 ) -> dict[str, Any]:
-    """Stage 4 / 5: `kprep train` in the demo's mode (LoRA, or embeddings + projector)."""
+    """Stage 4 / 5: `kprep train`: a LoRA adapter on the text layers, the projector at its lr."""
     from trainer.config import TrainConfig
     from trainer.train import train
 
     _replaceable(run_dir, config.seed_dir)
     steps = steps or config.max_steps
-    lora = config.train_mode == "lora"
-    mode_args: dict[str, Any] = (
-        {
-            "use_lora": True,
-            "lora_r": config.lora_r,
-            "lora_alpha": config.lora_alpha,
-            "lora_dropout": config.lora_dropout,
-        }
-        if lora
-        else {"use_lora": False, "embedding_lr": config.embedding_lr}
-    )
     return train(
         TrainConfig(
             model_id=str(base_model_path(config)),
@@ -406,7 +360,10 @@ def train_run(
             per_device_train_batch_size=config.batch_size,
             gradient_accumulation_steps=1,
             learning_rate=config.learning_rate,
-            **mode_args,
+            use_lora=True,
+            lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
             projector_lr=config.projector_lr,
             optim="adamw_torch",
             lr_scheduler_type=config.lr_scheduler,
@@ -472,7 +429,6 @@ def targets_met(result: dict[str, Any]) -> bool:
         and result["order_blind_control_top1"] <= TARGETS["order_blind_control_top1"],
         low <= result["order_blind_ceiling"] <= high,
         result["total_seconds"] <= TARGETS["total_seconds"],
-        result.get("train_mode") == "lora",  # the issue asks for the LoRA route
     ]
     return all(checks)
 
@@ -532,22 +488,17 @@ def run_demo(
         _stage(on_stage, "manifest", f"splits {splits} ({seconds['manifest']:.1f} s)")
 
         t = time.time()
-        base = prepare_base(config)
+        base = base_model_path(config)
         seconds["model"] = time.time() - t
-        _stage(on_stage, "model", f"{config.train_mode} mode on {base} ({seconds['model']:.1f} s)")
+        _stage(on_stage, "model", f"LoRA on {base} ({seconds['model']:.1f} s)")
 
         t = time.time()
         summary = train_run(config, paths["train"], run_dir)
         seconds["train"] = time.time() - t
-        what = (
-            f"LoRA: {summary.get('lora_modules')} modules"
-            if config.train_mode == "lora"
-            else "embeddings + projector (text layers frozen)"
-        )
         _stage(
             on_stage,
             "train",
-            f"{what}, {summary.get('trainable_params')} "
+            f"LoRA: {summary.get('lora_modules')} modules, {summary.get('trainable_params')} "
             f"trainable parameters, {summary.get('global_step')} steps, final loss "
             f"{summary.get('final_loss')} ({seconds['train']:.1f} s)",
         )
@@ -616,7 +567,6 @@ def run_demo(
         "order_blind_ceiling": round(ceiling, 6),
         "order_blind_control_top1": control_top1,
         "eval_split": config.eval_split,
-        "train_mode": config.train_mode,
         "lora_modules": summary.get("lora_modules"),
         "trainable_parameters": summary.get("trainable_params"),
         "trainable_by_part": summary.get("trainable_by_part"),
@@ -678,17 +628,10 @@ def demo_markdown(result: dict[str, Any], out: Path) -> str:
     lines = [
         f"# kprep demo, seed {result['seed']}",
         "",
-        f"Train mode `{result['train_mode']}` "
-        + (
-            f"(LoRA, {result['lora_modules']} modules"
-            if result["train_mode"] == "lora"
-            else "(token embeddings + projector, text layers frozen"
-        )
-        + f", {result['trainable_parameters']:,} trainable "
-        f"parameters) on `{result['base_model']}`; splits {result['splits']}; figures from the "
-        f"**{split}** split. Targets met: **{result['targets_met']}**"
-        + ("" if result["train_mode"] == "lora" else " (the targets require train_mode lora)")
-        + ".",
+        f"A LoRA adapter ({result['lora_modules']} modules, "
+        f"{result['trainable_parameters']:,} trainable parameters) on `{result['base_model']}`; "
+        f"splits {result['splits']}; figures from the **{split}** split. "
+        f"Targets met: **{result['targets_met']}**.",
         "",
         f"| figure ({split} split) | value | target |",
         "|---|---:|---|",
@@ -717,7 +660,8 @@ def write_contact_sheet(
     (``frame k`` = the k-th sampled frame of the clip), the clip's label, and
     the model's generated answer, green when it names the direction the frames
     show in that order (the label in order, the opposite class reversed) and
-    red otherwise. Clips are the first ``count`` of the evaluation split.
+    red otherwise. Clips: the first of each class in the evaluation split, then
+    the next ones, ``count`` in all.
     """
     import matplotlib
 
@@ -732,7 +676,13 @@ def write_contact_sheet(
     runs = {r["frame_order"]: r for r in report["runs"] if r.get("model") != "base"}
     orders = [o for o in ("normal", "reversed") if o in runs]
     rows = []
-    for first in runs[orders[0]]["predictions"][:count]:
+    predictions = runs[orders[0]]["predictions"]
+    picked: list[dict[str, Any]] = []
+    for pred in predictions:  # one clip per class first, then the next ones
+        if pred["label"] not in {p["label"] for p in picked}:
+            picked.append(pred)
+    picked += [p for p in predictions if p not in picked]
+    for first in picked[:count]:
         for order in orders:
             pred = next(p for p in runs[order]["predictions"] if p["id"] == first["id"])
             rows.append((order, pred))

@@ -21,36 +21,21 @@ def demo(
     clips_per_class: int = typer.Option(
         125, "--clips-per-class", help="Synthetic clips per class."
     ),
-    train_mode: str = typer.Option(
-        "embeddings",
-        "--train-mode",
-        help="embeddings: token embeddings + projector on the random tiny model (learns); "
-        "lora: LoRA adapters on the pretrained tiny base (the product's route; does not learn "
-        "the demo task yet, see docs/evaluation.md).",
-    ),
-    max_steps: int = typer.Option(
-        None,
-        "--max-steps",
-        help="Training steps, batch 8.",
-        show_default="1800 embeddings, 500 lora",
-    ),
+    max_steps: int = typer.Option(600, "--max-steps", help="LoRA training steps, batch 8."),
     control_steps: int = typer.Option(
-        None,
-        "--control-steps",
-        help="Steps of the order-blind control.",
-        show_default="1200 embeddings, 500 lora",
+        600, "--control-steps", help="Steps of the order-blind control."
     ),
     learning_rate: float = typer.Option(
-        None,
-        "--learning-rate",
-        help="Learning rate of the text layers' LoRA adapters.",
-        show_default="0 embeddings, 5e-3 lora",
-    ),
-    embedding_lr: float = typer.Option(
-        1e-2, "--embedding-lr", help="Learning rate of the token embeddings (embeddings mode)."
+        2e-3, "--learning-rate", help="Learning rate of the text layers' LoRA adapters."
     ),
     projector_lr: float = typer.Option(
-        3e-3, "--projector-lr", help="Learning rate of the vision->text projector (0: frozen)."
+        1e-3, "--projector-lr", help="Learning rate of the vision->text projector (0: frozen)."
+    ),
+    base_model: Path = typer.Option(
+        None,
+        "--base-model",
+        help="Model folder the LoRA adapts.",
+        show_default="the packaged pretrained tiny Gemma 4",
     ),
     control: bool = typer.Option(
         True, "--control/--no-control", help="Also train the order-blind control (frames permuted)."
@@ -95,12 +80,11 @@ def demo(
         config = DemoConfig(
             output_dir=str(output_dir),
             clips_per_class=clips_per_class,
-            train_mode=train_mode,
             max_steps=max_steps,
             control_steps=control_steps,
             learning_rate=learning_rate,
-            embedding_lr=embedding_lr,
             projector_lr=projector_lr,
+            base_model=str(base_model) if base_model else None,
             control=control,
             eval_split=eval_split,
             workers=workers,
