@@ -42,10 +42,7 @@ from trainer.evaluate import (
     Scorer,
     _models,
     _video_settings,
-    frame_permutation,
-    num_frames_of,
-    prompt_item,
-    reorder_frames,
+    answer_each,
 )
 from trainer.labels import AnswerMatcher, find_label_map, normalize_answer
 from trainer.report import REPORT_VERSION
@@ -202,23 +199,20 @@ def run_captions(
     decoder: str = "auto",
 ) -> dict[str, Any]:
     """One (model, frame order) run: generate every answer, then score them all."""
-    from trainer.data import ConversationDataset
-
-    dataset = ConversationDataset(
-        list(samples), num_frames=num_frames, sampling=sampling, decoder=decoder
-    )
     started = time.time()
     rows = []
-    for index, sample in enumerate(samples):
-        item = dataset[index]
-        perm = frame_permutation(num_frames_of(item), frame_order, seed=seed, index=index)
-        text, _ = scorer.run(
-            prompt_item(reorder_frames(item, perm)),
-            generate=True,
-            rank=False,
-            max_new_tokens=max_new_tokens,
-            batch_size=1,
-        )
+    answers = answer_each(
+        scorer,
+        samples,
+        frame_order=frame_order,
+        seed=seed,
+        generate=True,
+        rank=False,
+        max_new_tokens=max_new_tokens,
+        batch_size=1,
+        video={"num_frames": num_frames, "sampling": sampling, "decoder": decoder},
+    )
+    for index, (sample, perm, text, _) in enumerate(answers):
         row: dict[str, Any] = {
             "id": sample.id,
             "generated": text,

@@ -37,7 +37,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,6 +363,41 @@ class Scorer:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
+def answer_each(
+    scorer: Scorer,
+    samples: Sequence[Sample],
+    *,
+    frame_order: str,
+    seed: int,
+    generate: bool,
+    rank: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    video: dict[str, Any],
+) -> Iterator[tuple[Sample, list[int], Any, Any]]:
+    """Each sample's answer with its frames in ``frame_order``: (sample, permutation, text, scores).
+
+    The one per-sample loop of every evaluation run (labels and captions):
+    frames loaded as training loads them (``video``: ``num_frames``,
+    ``sampling``, ``decoder`` for raw-video samples), permuted per
+    :func:`frame_permutation`, then generated and/or ranked by ``scorer``.
+    """
+    from trainer.data import ConversationDataset
+
+    dataset = ConversationDataset(list(samples), **video)
+    for index, sample in enumerate(samples):
+        item = dataset[index]
+        perm = frame_permutation(num_frames_of(item), frame_order, seed=seed, index=index)
+        text, scores = scorer.run(
+            prompt_item(reorder_frames(item, perm)),
+            generate=generate,
+            rank=rank,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+        yield sample, perm, text, scores
+
+
 def evaluate_samples(
     scorer: Scorer,
     samples: Sequence[Sample],
@@ -380,26 +415,23 @@ def evaluate_samples(
     decoder: str = "auto",
 ) -> dict[str, Any]:
     """Accuracy of one model on ``samples`` with frames in ``frame_order``: one report run."""
-    from trainer.data import ConversationDataset
-
     generate = method in ("both", "generation")
     rank = method in ("both", "ranking")
     labels = scorer.matcher.labels
-    dataset = ConversationDataset(
-        list(samples), num_frames=num_frames, sampling=sampling, decoder=decoder
-    )
     started = time.time()
     rows = []
-    for index, sample in enumerate(samples):
-        item = dataset[index]
-        perm = frame_permutation(num_frames_of(item), frame_order, seed=seed, index=index)
-        text, scores = scorer.run(
-            prompt_item(reorder_frames(item, perm)),
-            generate=generate,
-            rank=rank,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-        )
+    answers = answer_each(
+        scorer,
+        samples,
+        frame_order=frame_order,
+        seed=seed,
+        generate=generate,
+        rank=rank,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        video={"num_frames": num_frames, "sampling": sampling, "decoder": decoder},
+    )
+    for index, (sample, perm, text, scores) in enumerate(answers):
         row: dict[str, Any] = {"id": sample.id, "label": sample.label, "frame_order": perm}
         if generate:
             row["generated"] = text
