@@ -368,6 +368,35 @@ def _index_packets(container, stream, *, hold: bool = True) -> tuple[list, tuple
     return packets, (None if why is None else (count, why))
 
 
+def _open_video(path: str, threads: int):
+    """PyAV's container of ``path`` and its first video stream, decoding on ``threads``.
+
+    One-line :class:`DecodeError` when it cannot be opened or has no video
+    stream (the container is closed then); otherwise the caller closes it.
+    """
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as error:  # noqa: BLE001 - InvalidDataError, FileNotFoundError, ...
+        raise DecodeError(f"pyav cannot open it: {_one_line(error)}", reason="unreadable") from None
+    try:
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no"
+            raise DecodeError(f"no video stream ({kinds} streams only)", reason="no_video_stream")
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        if threads == 1:
+            context.thread_count = 1
+        else:
+            context.thread_type = "AUTO"
+            context.thread_count = threads
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
 def _read_pyav_sequential(
     path: str, pick: Pick, threads: int, *, guess: int | None, why: str
 ) -> DecodedFrames:
@@ -379,24 +408,12 @@ def _read_pyav_sequential(
     frame. Timestamps are the frames' own pts when those increase in output
     order, else ``start + i / fps`` (guessed pts: the container is constant-rate).
     """
-    import av
 
     def run(targets: set[int], stop: int | None):
         taken: dict[int, np.ndarray] = {}
         pts: list[int | None] = []
+        container, stream = _open_video(path, threads)
         try:
-            container = av.open(path)
-        except Exception as error:  # noqa: BLE001
-            message = f"pyav cannot open it: {_one_line(error)}"
-            raise DecodeError(message, reason="unreadable") from None
-        try:
-            stream = container.streams.video[0]
-            context = stream.codec_context
-            if threads == 1:
-                context.thread_count = 1
-            else:
-                context.thread_type = "AUTO"
-                context.thread_count = threads
             info = (stream.time_base, stream.average_rate, stream.start_time)
             try:
                 for frame in container.decode(stream):
@@ -466,23 +483,9 @@ def _read_pyav(path: str, pick: Pick, threads: int) -> DecodedFrames:
 
 def _read_pyav_indexed(path: str, pick: Pick, threads: int) -> DecodedFrames:
     """The fast path: the packet index, used only where the packet pts can be trusted."""
-    import av
-
+    container, stream = _open_video(path, threads)
+    context = stream.codec_context
     try:
-        container = av.open(path)
-    except Exception as error:  # noqa: BLE001 - InvalidDataError, FileNotFoundError, ...
-        raise DecodeError(f"pyav cannot open it: {_one_line(error)}", reason="unreadable") from None
-    try:
-        if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no"
-            raise DecodeError(f"no video stream ({kinds} streams only)", reason="no_video_stream")
-        stream = container.streams.video[0]
-        context = stream.codec_context
-        if threads == 1:
-            context.thread_count = 1
-        else:
-            context.thread_type = "AUTO"
-            context.thread_count = threads
         try:
             packets, untrusted = _index_packets(container, stream)
         except Exception as error:  # noqa: BLE001
