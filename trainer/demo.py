@@ -220,7 +220,7 @@ def _stage(on_stage: Stage | None, name: str, message: str) -> None:
         on_stage(name, message)
 
 
-def _replaceable(folder: Path, seed_dir: Path) -> None:
+def _replaceable(folder: Path) -> None:
     """Remove a run folder of an earlier demo, only inside a seed folder kprep created."""
     if not folder.exists():
         return
@@ -349,7 +349,7 @@ def train_run(
     from trainer.config import TrainConfig
     from trainer.train import train
 
-    _replaceable(run_dir, config.seed_dir)
+    _replaceable(run_dir)
     steps = steps or config.max_steps
     return train(
         TrainConfig(

@@ -212,6 +212,11 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
 
     started = time.time()
     output = Path(config.output)
+    if output.exists() and not (output / "pretrain_build.json").is_file():
+        raise FileExistsError(
+            f"{output} exists and was not written by trainer.pretrain_tiny "
+            "(no pretrain_build.json): choose another --output"
+        )
     with tempfile.TemporaryDirectory(prefix="kprep-pretrain-") as tmp:
         work = Path(tmp)
         base = build_demo_model(work / "base")
@@ -269,24 +274,15 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
             "train_seconds": summary.get("train_runtime_s"),
             "losses": [e["loss"] for e in summary.get("log_history", []) if "loss" in e],
         }
+        if config.check_samples:
+            build["position_check"] = position_accuracy(staged, samples=config.check_samples)
         (staged / "pretrain_build.json").write_text(
             json.dumps(build, indent=2) + "\n", encoding="utf-8"
         )
         if output.exists():
-            marker = output / "pretrain_build.json"
-            if not marker.is_file():
-                raise FileExistsError(
-                    f"{output} exists and was not written by trainer.pretrain_tiny "
-                    "(no pretrain_build.json): choose another --output"
-                )
-            shutil.rmtree(output)
+            shutil.rmtree(output)  # written by this script: checked before training
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), str(output))
-    if config.check_samples:
-        build["position_check"] = position_accuracy(output, samples=config.check_samples)
-    (output / "pretrain_build.json").write_text(
-        json.dumps(build, indent=2) + "\n", encoding="utf-8"
-    )
     build["seconds"] = round(time.time() - started, 1)
     logger.info("pretrained tiny Gemma 4 -> %s (final loss %s)", output, build["final_loss"])
     return build
@@ -349,10 +345,10 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     evaluate_dir = vars(args).pop("evaluate")
     if evaluate_dir:
-        print(json.dumps(position_accuracy(evaluate_dir), indent=2))  # noqa: T201
+        logger.info("%s", json.dumps(position_accuracy(evaluate_dir), indent=2))
         return 0
     build = pretrain(PretrainConfig(**vars(args)))
-    print(json.dumps({k: v for k, v in build.items() if k != "losses"}, indent=2))  # noqa: T201
+    logger.info("%s", json.dumps({k: v for k, v in build.items() if k != "losses"}, indent=2))
     return 0
 
 
